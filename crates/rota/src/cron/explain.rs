@@ -177,15 +177,17 @@ fn runs_words_hours(runs: &[(u32, u32)]) -> String {
 }
 
 fn day_words(c: &CronExpression) -> Option<String> {
-    let dom_star = c.flags & FLAG_DOM_STAR != 0;
-    let dow_star = c.flags & FLAG_DOW_STAR != 0;
-    let dom = (!dom_star).then(|| dom_words(c));
-    let dow = (!dow_star).then(|| dow_words(c));
+    let or_mode = c.flags & (FLAG_DOM_STAR | FLAG_DOW_STAR) == 0;
+    let dom_all = c.dom == 0xffff_fffe && c.dom_last == 0 && c.dom_nearest == 0 && c.flags & FLAG_LW == 0;
+    let dow_all = c.dow == 0x7f && c.dow_last == 0 && c.dow_nth == [0; 7];
+    let dom = (!dom_all).then(|| dom_words(c));
+    let dow = (!dow_all).then(|| dow_words(c));
     match (dom, dow) {
         (None, None) => None,
         (Some(d), None) => Some(d),
         (None, Some(w)) => Some(w),
-        (Some(d), Some(w)) => Some(format!("{d} or {w}")),
+        (Some(d), Some(w)) if or_mode => Some(format!("{d} or {w}")),
+        (Some(d), Some(w)) => Some(format!("{d}, if it is also {w}")),
     }
 }
 

@@ -65,6 +65,9 @@ pub(crate) const FLAG_DOW_STAR: u8 = 2;
 pub(crate) const FLAG_FIXED_TIME: u8 = 4;
 pub(crate) const FLAG_LW: u8 = 8;
 
+const ALL_DOM: u32 = 0xffff_fffe;
+const ALL_DOW: u8 = 0x7f;
+
 /// Bit `i` set when year `1970 + i` is allowed.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Years(pub [u64; 4]);
@@ -186,11 +189,7 @@ impl CronExpression {
     /// Plain days of month, sorted (1-31). `*` and `?` give all 31 days; the
     /// Quartz specials (`L`, `W`) are not listed here.
     pub fn day_of_month(&self) -> Vec<u32> {
-        if self.flags & FLAG_DOM_STAR != 0 {
-            (1..=31).collect()
-        } else {
-            bits(u64::from(self.dom))
-        }
+        bits(u64::from(self.dom))
     }
 
     /// Allowed months, sorted (1-12).
@@ -201,11 +200,17 @@ impl CronExpression {
     /// Plain days of week, sorted (0-6, 0 is Sunday). `*` and `?` give all seven;
     /// `#` and `L` specials are not listed here.
     pub fn day_of_week(&self) -> Vec<u32> {
-        if self.flags & FLAG_DOW_STAR != 0 {
-            (0..=6).collect()
-        } else {
-            bits(u64::from(self.dow))
-        }
+        bits(u64::from(self.dow))
+    }
+
+    /// True if day-of-month has a Quartz special (`L`, `L-n`, `W`, `LW`).
+    fn dom_special(&self) -> bool {
+        self.dom_last != 0 || self.dom_nearest != 0 || self.flags & FLAG_LW != 0
+    }
+
+    /// True if day-of-week has a Quartz special (`#`, `nL`).
+    fn dow_special(&self) -> bool {
+        self.dow_last != 0 || self.dow_nth != [0; 7]
     }
 
     /// Allowed years, sorted (1970-2199).
@@ -299,11 +304,13 @@ impl CronExpression {
     /// Day mask for a month of `dim` days whose first day is weekday `first`.
     pub(crate) fn day_mask_for(&self, dim: u32, first: u32) -> u64 {
         let valid: u64 = ((1u64 << (dim + 1)) - 1) & !1;
-        let star = self.flags & (FLAG_DOM_STAR | FLAG_DOW_STAR);
-        if star == FLAG_DOM_STAR | FLAG_DOW_STAR {
+        let dom_plain_all = self.dom == ALL_DOM && !self.dom_special();
+        let dow_plain_all = self.dow == ALL_DOW && !self.dow_special();
+        if dom_plain_all && dow_plain_all {
             return valid;
         }
-        let mut dom = if self.flags & FLAG_DOM_STAR != 0 { valid } else { u64::from(self.dom) };
+        let star = self.flags & (FLAG_DOM_STAR | FLAG_DOW_STAR);
+        let mut dom = u64::from(self.dom);
         if self.dom_last != 0 {
             let mut l = self.dom_last;
             while l != 0 {
@@ -328,7 +335,7 @@ impl CronExpression {
             dom |= 1 << nearest_weekday(dim, dim, first);
         }
         dom &= valid;
-        let dow = if self.flags & FLAG_DOW_STAR != 0 {
+        let dow = if dow_plain_all {
             valid
         } else {
             // Bits 0, 7, 14, 21, 28, 35: one weekday through a month.
@@ -364,15 +371,13 @@ impl CronExpression {
     /// Whether some month allowed by the month field has a matching day in
     /// some year: the parse-time check behind "can never fire".
     fn can_fire_some_day(&self) -> bool {
-        let star = self.flags & (FLAG_DOM_STAR | FLAG_DOW_STAR);
-        if star == FLAG_DOM_STAR | FLAG_DOW_STAR {
+        let or_mode = self.flags & (FLAG_DOM_STAR | FLAG_DOW_STAR) == 0;
+        if or_mode && self.dow != 0 {
+            // Every month has every weekday.
             return true;
         }
-        let dow_any = self.flags & FLAG_DOW_STAR == 0 && self.dow != 0;
-        if star == 0 && dow_any {
-            return true;
-        }
-        let weekday_free = self.flags & FLAG_DOW_STAR != 0
+        // Without weekday rules on either side, only the month length matters.
+        let weekday_free = (self.dow == ALL_DOW && !self.dow_special())
             && self.dom_nearest == 0
             && self.flags & FLAG_LW == 0;
         for m in 1..=12u32 {
