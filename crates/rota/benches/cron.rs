@@ -30,7 +30,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use criterion::{Criterion, SamplingMode, Throughput};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ZonedDateTime};
 use rota::CronExpression;
@@ -230,6 +230,30 @@ fn check(case: &Case, p: &Parsed, at: &Instants) {
     println!("{line}; next: {}", if bad == 0 { "all agree" } else { "see MISMATCH lines" });
 }
 
+/// Shows that a skipped crate does reject the feature: it parses rota's
+/// spelling (and, for saffron, the 5-field form without seconds).
+fn confirm_skip(who: &str, rota_expr: &str) -> String {
+    match who {
+        "cron" => {
+            let try_cron = |e: &str| {
+                let r = cron::Schedule::from_str(e).map(|_| ());
+                format!("cron on {e:?}: {:?}", r.map_err(|e| e.to_string().replace('\n', " ")))
+            };
+            let alt = rota_expr.replace("FRIL", "FRI#L");
+            if alt == rota_expr {
+                try_cron(rota_expr)
+            } else {
+                format!("{}; {}", try_cron(rota_expr), try_cron(&alt))
+            }
+        }
+        "saffron" => {
+            let r = rota_expr.parse::<saffron::Cron>().map(|_| ()).map_err(|e| format!("{e:?}"));
+            format!("saffron on {rota_expr:?}: {r:?}")
+        }
+        _ => String::new(),
+    }
+}
+
 fn count_last(it: impl Iterator<Item = i64>) -> (usize, Option<i64>) {
     it.fold((0, None), |(c, _), x| (c + 1, Some(x)))
 }
@@ -242,7 +266,7 @@ fn benches(c: &mut Criterion) {
     for case in &cases {
         for (who, s) in [("croner", case.croner), ("cron", case.cron), ("saffron", case.saffron)] {
             if let Err(why) = s {
-                println!("skip {}/{who}: {why}", case.label);
+                println!("skip {}/{who}: {why} ({})", case.label, confirm_skip(who, case.rota));
             }
         }
     }
@@ -334,6 +358,8 @@ fn benches(c: &mut Criterion) {
         configure_group(&mut g);
         // One iteration is milliseconds: flat sampling keeps the run short.
         g.sampling_mode(SamplingMode::Flat);
+        // Records the fire count in benchmark.json (read by scripts/bench-table.py).
+        g.throughput(Throughput::Elements(n as u64));
         let start_utc = &at.utc[0];
         let start_ny = &at.ny[0];
         let start_chrono = at.chrono[0];
@@ -371,9 +397,8 @@ fn drain<T>(it: impl Iterator<Item = T>) -> usize {
     n
 }
 
-criterion_group! {
-    name = cron_benches;
-    config = Criterion::default();
-    targets = benches
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
 }
-criterion_main!(cron_benches);

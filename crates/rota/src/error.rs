@@ -320,8 +320,4 @@ impl Error {
             _ => None,
         }
     }
-
-    pub(crate) fn backend(backend: impl Into<String>, message: impl fmt::Display) -> Self {
-        Error::Backend { backend: backend.into(), message: message.to_string() }
-    }
 }

@@ -18,9 +18,29 @@
 //!
 //! * [`cron`]: the cron engine ([`CronExpression`], [`Schedule`], [`parse_schedule`]).
 //! * [`error`]: the one error type, with the seed's 17 kinds.
+//! * [`monitor`]: task, scheduler and process metrics ([`Monitor`], [`DefaultMonitor`]).
 
+pub mod clock;
+mod config;
 pub mod cron;
 pub mod error;
+pub mod global;
+pub mod monitor;
+pub mod scheduler;
+pub mod store;
+pub mod task;
 
 pub use cron::{parse_schedule, CronExpression, Schedule, Upcoming};
 pub use error::{CronField, Error, ErrorKind, ParseError, Result};
+pub use config::SchedulerConfig;
+pub use scheduler::{
+    DefaultScheduler, Event, Scheduler, SchedulerStats, SchedulerStatus, Status, TaskStats,
+};
+pub use store::{
+    ExecutionQuery, ExecutionStatus, MemoryStore, Retention, Store, StoreStats, TaskExecution,
+};
+pub use task::{
+    at, cron, daily, every, every_day, every_hour, task_id_for, DefaultTask, FuncHandler,
+    HandlerError, MisfirePolicy, OverlapPolicy, Task, TaskBuilder, TaskContext, TaskHandler,
+};
+pub use monitor::{DefaultMonitor, Monitor, PerformanceMetrics, SchedulerMetrics, TaskMetrics};

@@ -1,0 +1,981 @@
+//! The scheduler: the [`Scheduler`] trait and [`DefaultScheduler`].
+//!
+//! # Implementation
+//!
+//! One driver task sleeps until the earliest due fire, kept in a binary heap
+//! of `(instant, generation, slot)` entries, and is woken when tasks change.
+//! A fire costs O(log n); an idle scheduler costs one wake-up per second (the
+//! system clock's longest sleep, so wall-clock steps are noticed), whatever
+//! the number of tasks. Changing or removing a task bumps its generation,
+//! which turns its heap entries stale instead of searching the heap.
+//!
+//! Each fire runs in its own tokio task: overlap policy, the concurrency
+//! limit, timeout, retries and panics are handled there, and the run state is
+//! written back to the store after every run.
+
+mod run;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::cron::Schedule;
+use crate::error::{Error, Result};
+use crate::monitor::{DefaultMonitor, Monitor};
+use crate::store::{ExecutionQuery, Store, TaskExecution};
+use crate::task::{DefaultTask, MisfirePolicy, Task};
+
+pub use run::Trigger;
+
+/// The most missed fires counted one by one after downtime; beyond it the
+/// count is reported as this number (the scheduler never walks further).
+pub const MAX_MISSED_COUNTED: u64 = 100_000;
+
+/// The seed's `Scheduler` interface.
+#[async_trait]
+pub trait Scheduler: Send + Sync {
+    /// Adds a task: `TaskAlreadyExists` for a taken ID, or the precise validation error.
+    async fn add(&self, task: DefaultTask) -> Result<()>;
+    /// Removes a task; it never fires again. `TaskNotFound` if absent.
+    async fn remove(&self, id: &str) -> Result<()>;
+    /// Replaces a task's definition; the new schedule is used from its next fire.
+    async fn update(&self, task: DefaultTask) -> Result<()>;
+    /// A snapshot of one task.
+    fn get(&self, id: &str) -> Result<DefaultTask>;
+    /// Snapshots of all tasks, by ID.
+    fn get_all(&self) -> Vec<DefaultTask>;
+    /// Snapshots of the enabled tasks, by ID.
+    fn get_enabled(&self) -> Vec<DefaultTask>;
+    /// Starts firing. `SchedulerAlreadyRunning` if running or paused.
+    async fn start(&self) -> Result<()>;
+    /// Stops gracefully: no new fires; running handlers get the stop grace
+    /// period, then are cancelled. `SchedulerAlreadyStopped` if stopped.
+    async fn stop(&self) -> Result<()>;
+    /// No new fires; running ones finish. `SchedulerNotRunning` unless running.
+    async fn pause(&self) -> Result<()>;
+    /// Fires again; fires missed while paused follow each task's misfire
+    /// policy. `SchedulerNotPaused` unless paused.
+    async fn resume(&self) -> Result<()>;
+    /// Runs a task now and waits for the run; works whether or not the
+    /// scheduler is started. `TaskDisabled` for a disabled task.
+    async fn run_now(&self, id: &str) -> Result<()>;
+    /// Runs every enabled task now, concurrently; the first error if any failed.
+    async fn run_all(&self) -> Result<()>;
+    /// The state.
+    fn status(&self) -> SchedulerStatus;
+    /// Totals.
+    fn stats(&self) -> SchedulerStats;
+    /// One task's totals.
+    fn task_stats(&self, id: &str) -> Result<TaskStats>;
+}
+
+/// Running, paused or stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Firing.
+    Running,
+    /// Started, but not firing.
+    Paused,
+    /// Not started, or stopped.
+    #[default]
+    Stopped,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// The seed's `SchedulerStatus`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerStatus {
+    /// `running`, `paused` or `stopped`.
+    pub status: Status,
+    /// When the scheduler last started.
+    pub started_at: Option<Timestamp>,
+    /// Tasks held.
+    pub task_count: usize,
+}
+
+/// The seed's `SchedulerStats`, plus missed and skipped fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SchedulerStats {
+    /// Tasks held.
+    pub total_tasks: i64,
+    /// Enabled tasks.
+    pub enabled_tasks: i64,
+    /// Disabled tasks.
+    pub disabled_tasks: i64,
+    /// Runs finished.
+    pub total_runs: i64,
+    /// Runs failed.
+    pub total_failed: i64,
+    /// Successful runs as a percentage of runs (0 with no runs).
+    pub success_rate: f64,
+    /// When the latest run started.
+    pub last_run_at: Option<Timestamp>,
+    /// When the scheduler was created.
+    pub created_at: Timestamp,
+    /// Fires missed (down, paused, clock jump) and not run.
+    pub missed_fires: i64,
+    /// Fires skipped because the previous run was still going.
+    pub skipped_fires: i64,
+}
+
+/// The seed's `TaskStats`, plus missed and skipped fires and latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStats {
+    /// The task's ID.
+    pub task_id: String,
+    /// The task's name.
+    pub task_name: String,
+    /// Runs finished.
+    pub run_count: i64,
+    /// Runs failed.
+    pub failed_count: i64,
+    /// Successful runs as a percentage (0 with no runs).
+    pub success_rate: f64,
+    /// When the latest run started.
+    pub last_run_at: Option<Timestamp>,
+    /// The next fire.
+    pub next_run_at: Option<Timestamp>,
+    /// Mean run duration.
+    #[serde(with = "crate::task::nanos")]
+    pub average_time: Duration,
+    /// The last error, empty after a success.
+    pub last_error: String,
+    /// Fires missed.
+    pub missed_fires: i64,
+    /// Fires skipped (overlap).
+    pub skipped_fires: i64,
+    /// Mean lateness: start of the first attempt minus the scheduled instant.
+    #[serde(with = "crate::task::nanos")]
+    pub average_latency: Duration,
+}
+
+/// Something that happened in the scheduler, for [`DefaultScheduler::on_event`].
+///
+/// These are the hooks Laravel users know as `before`, `after`, `onSuccess`
+/// and `onFailure`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An attempt is starting.
+    TaskStarting {
+        /// The task.
+        task_id: String,
+        /// The fire.
+        scheduled_at: Timestamp,
+        /// 1 for the first attempt.
+        attempt: u32,
+    },
+    /// A run succeeded.
+    TaskSucceeded {
+        /// The task.
+        task_id: String,
+        /// The fire.
+        scheduled_at: Timestamp,
+        /// How long the successful attempt took.
+        duration: Duration,
+    },
+    /// A run failed for good.
+    TaskFailed {
+        /// The task.
+        task_id: String,
+        /// The fire.
+        scheduled_at: Timestamp,
+        /// The final error.
+        error: String,
+    },
+    /// An attempt failed and will be retried.
+    TaskRetried {
+        /// The task.
+        task_id: String,
+        /// The fire.
+        scheduled_at: Timestamp,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Its error.
+        error: String,
+    },
+    /// An attempt ran out of time (it may still be retried).
+    TaskTimedOut {
+        /// The task.
+        task_id: String,
+        /// The fire.
+        scheduled_at: Timestamp,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A fire was skipped: the previous run was still going.
+    TaskSkipped {
+        /// The task.
+        task_id: String,
+        /// The fire.
+        scheduled_at: Timestamp,
+    },
+    /// Fires were missed and not run (misfire policy).
+    TaskMissed {
+        /// The task.
+        task_id: String,
+        /// How many.
+        count: u64,
+        /// The first missed fire.
+        first: Timestamp,
+        /// The last missed fire.
+        last: Timestamp,
+    },
+    /// The scheduler started.
+    SchedulerStarted,
+    /// The scheduler paused.
+    SchedulerPaused,
+    /// The scheduler resumed.
+    SchedulerResumed,
+    /// The scheduler stopped.
+    SchedulerStopped,
+}
+
+type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Settings of a [`DefaultScheduler`]; built by [`SchedulerConfig`](crate::SchedulerConfig).
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub store: Arc<dyn Store>,
+    pub monitor: Arc<dyn Monitor>,
+    pub clock: SharedClock,
+    pub zone: TimeZone,
+    pub node_id: Arc<str>,
+    pub check_interval: Duration,
+    pub max_concurrency: Option<usize>,
+    pub logging: bool,
+    pub stop_grace: Duration,
+}
+
+struct Entry {
+    task: DefaultTask,
+    id: Arc<str>,
+    schedule: Schedule,
+    zone: TimeZone,
+    gen: u32,
+    running: u32,
+    /// Where an `@every` interval counts from.
+    anchor: Timestamp,
+    /// The latest fire handled (run, skipped or missed): never handled twice.
+    last_fire: Option<Timestamp>,
+    total_duration: Duration,
+    total_latency: Duration,
+    started_runs: i64,
+    missed: i64,
+    skipped: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct HeapItem {
+    due: Timestamp,
+    gen: u32,
+    slot: u32,
+}
+
+#[derive(Default)]
+struct Totals {
+    runs: i64,
+    failed: i64,
+    missed: i64,
+    skipped: i64,
+    last_run_at: Option<Timestamp>,
+}
+
+struct State {
+    status: Status,
+    started_at: Option<Timestamp>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    index: HashMap<Arc<str>, u32>,
+    heap: BinaryHeap<Reverse<HeapItem>>,
+    totals: Totals,
+    driver_stop: Option<CancellationToken>,
+    /// Cancels running handlers when a stop's grace period runs out.
+    run_cancel: CancellationToken,
+    /// The wall-clock reading at the driver's previous look.
+    last_seen: Option<Timestamp>,
+}
+
+pub(crate) struct Inner {
+    s: Settings,
+    created_at: Timestamp,
+    state: Mutex<State>,
+    wake: Notify,
+    limiter: Option<Arc<Semaphore>>,
+    listeners: RwLock<Vec<Listener>>,
+    tracker: TaskTracker,
+}
+
+/// The seed's `DefaultScheduler`.
+///
+/// ```
+/// use rota::{DefaultScheduler, FuncHandler, DefaultTask, MemoryStore, Scheduler};
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> rota::Result<()> {
+/// let scheduler = DefaultScheduler::new(Arc::new(MemoryStore::new()));
+/// let hello = FuncHandler::new("hello", |_ctx| async { Ok(()) });
+/// scheduler.add(DefaultTask::new("hello", "Say hello", "0 * * * * *", hello)).await?;
+/// scheduler.start().await?;
+/// scheduler.run_now("hello").await?;
+/// assert_eq!(scheduler.task_stats("hello")?.run_count, 1);
+/// scheduler.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DefaultScheduler {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for DefaultScheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.inner.state.lock().unwrap();
+        f.debug_struct("DefaultScheduler")
+            .field("status", &st.status)
+            .field("tasks", &st.index.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DefaultScheduler {
+    /// A scheduler on `store` with the defaults (the seed's `NewScheduler`):
+    /// system clock, local zone, a [`DefaultMonitor`], no concurrency limit.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::from_settings(Settings {
+            store,
+            monitor: Arc::new(DefaultMonitor::new()),
+            clock: Arc::new(SystemClock),
+            zone: TimeZone::system(),
+            node_id: "local".into(),
+            check_interval: Duration::from_secs(1),
+            max_concurrency: None,
+            logging: false,
+            stop_grace: Duration::from_secs(30),
+        })
+    }
+
+    pub(crate) fn from_settings(s: Settings) -> Self {
+        let now = s.clock.now();
+        DefaultScheduler {
+            inner: Arc::new(Inner {
+                limiter: s.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+                created_at: now,
+                state: Mutex::new(State {
+                    status: Status::Stopped,
+                    started_at: None,
+                    slots: Vec::new(),
+                    free: Vec::new(),
+                    index: HashMap::new(),
+                    heap: BinaryHeap::new(),
+                    totals: Totals::default(),
+                    driver_stop: None,
+                    run_cancel: CancellationToken::new(),
+                    last_seen: None,
+                }),
+                wake: Notify::new(),
+                listeners: RwLock::new(Vec::new()),
+                tracker: TaskTracker::new(),
+                s,
+            }),
+        }
+    }
+
+    /// Calls `listener` for every [`Event`]. Listeners run on the scheduler's
+    /// tasks: keep them quick.
+    pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
+        self.inner.listeners.write().unwrap().push(Arc::new(listener));
+    }
+
+    /// The monitor.
+    pub fn monitor(&self) -> Arc<dyn Monitor> {
+        self.inner.s.monitor.clone()
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.inner.s.store.clone()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> SharedClock {
+        self.inner.s.clock.clone()
+    }
+
+    /// The node ID this scheduler records in execution history.
+    pub fn node_id(&self) -> &str {
+        &self.inner.s.node_id
+    }
+
+    /// Enables a task; it fires from its next scheduled instant.
+    pub async fn enable(&self, id: &str) -> Result<()> {
+        self.set_enabled(id, true).await
+    }
+
+    /// Disables a task; it stops firing (a running run finishes).
+    pub async fn disable(&self, id: &str) -> Result<()> {
+        self.set_enabled(id, false).await
+    }
+
+    async fn set_enabled(&self, id: &str, on: bool) -> Result<()> {
+        let snapshot = {
+            let mut st = self.inner.state.lock().unwrap();
+            let now = self.inner.s.clock.now();
+            let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let running = st.status != Status::Stopped;
+            let e = st.slots[slot as usize].as_mut().expect("indexed slot");
+            if on {
+                e.task.enable();
+            } else {
+                e.task.disable();
+            }
+            e.gen = e.gen.wrapping_add(1);
+            let next = if on { e.schedule.next_after(now, &e.zone, e.anchor) } else { None };
+            e.task.next_run_at = next;
+            let item = next.map(|due| HeapItem { due, gen: e.gen, slot });
+            let snap = e.task.clone();
+            if let (Some(item), true) = (item, running) {
+                st.heap.push(Reverse(item));
+            }
+            snap
+        };
+        self.inner.wake.notify_one();
+        self.inner.s.store.save(&snapshot).await
+    }
+
+    /// Execution history from the store, newest first.
+    pub async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<TaskExecution>> {
+        self.inner.s.store.executions(query).await
+    }
+
+    /// Waits until no run is in progress (for tests and shutdown).
+    pub async fn wait_idle(&self) {
+        loop {
+            let running: u32 = {
+                let st = self.inner.state.lock().unwrap();
+                st.slots.iter().flatten().map(|e| e.running).sum()
+            };
+            if running == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn validate_new(&self, task: &DefaultTask) -> Result<(Schedule, TimeZone)> {
+        task.validate()?;
+        let schedule = task.parsed_schedule()?;
+        let zone = task.zone(&self.inner.s.zone);
+        Ok((schedule, zone))
+    }
+}
+
+impl Inner {
+    pub(crate) fn emit(&self, e: Event) {
+        if self.s.logging {
+            tracing::info!(target: "rota", event = ?e, "scheduler event");
+        }
+        let listeners = self.listeners.read().unwrap().clone();
+        for l in listeners {
+            l(&e);
+        }
+    }
+
+    fn schedule_entry(st: &mut State, slot: u32, now: Timestamp) {
+        let running = st.status != Status::Stopped;
+        let e = st.slots[slot as usize].as_mut().expect("slot");
+        if !e.task.enabled {
+            e.task.next_run_at = None;
+            return;
+        }
+        let from = match e.last_fire {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        let next = e.schedule.next_after(from, &e.zone, e.anchor);
+        e.task.next_run_at = next;
+        if let (Some(due), true) = (next, running) {
+            let item = HeapItem { due, gen: e.gen, slot };
+            st.heap.push(Reverse(item));
+        }
+    }
+}
+
+/// A fire the driver decided to run.
+pub(crate) struct Dispatch {
+    pub slot: u32,
+    pub scheduled: Timestamp,
+}
+
+impl Inner {
+    /// The driver: sleeps until the earliest due fire, dispatches what is due.
+    async fn drive(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let notified = self.wake.notified();
+            let (dispatches, next_due) = self.collect_due();
+            for d in dispatches {
+                run::spawn_fire(&self, d, Trigger::Schedule);
+            }
+            let now = self.s.clock.now();
+            let deadline = match next_due {
+                Some(t) => t.min(now + crate::clock::signed(self.s.check_interval)),
+                None => now + crate::clock::signed(self.s.check_interval),
+            };
+            tokio::select! {
+                _ = self.s.clock.sleep_until(deadline) => {}
+                _ = notified => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Pops every due heap entry: runs, skips (overlap) and misfires.
+    fn collect_due(self: &Arc<Self>) -> (Vec<Dispatch>, Option<Timestamp>) {
+        let now = self.s.clock.now();
+        let mut st = self.state.lock().unwrap();
+        if let Some(prev) = st.last_seen {
+            let step = now.duration_since(prev);
+            if step.is_negative() && step.unsigned_abs() > Duration::from_secs(1) {
+                tracing::warn!(target: "rota", from = %prev, to = %now, "wall clock stepped backward; fires already handled are not repeated");
+            }
+        }
+        st.last_seen = Some(now);
+        let mut out = Vec::new();
+        if st.status != Status::Running {
+            return (out, None);
+        }
+        let mut events = Vec::new();
+        while let Some(Reverse(top)) = st.heap.peek().copied() {
+            if top.due > now {
+                break;
+            }
+            st.heap.pop();
+            let Some(Some(e)) = st.slots.get_mut(top.slot as usize) else { continue };
+            if e.gen != top.gen || !e.task.enabled {
+                continue;
+            }
+            if e.last_fire.is_some_and(|l| top.due <= l) {
+                // Already handled (a backward clock step cannot repeat a fire).
+                Inner::schedule_entry(&mut st, top.slot, now);
+                continue;
+            }
+            let late = crate::clock::elapsed(top.due, now);
+            if late > e.task.misfire_grace {
+                // Every fire from `due` up to now was missed.
+                let mut fires = vec![top.due];
+                let mut count: u64 = 1;
+                let mut cur = top.due;
+                let keep = match e.task.misfire {
+                    MisfirePolicy::Skip => 0,
+                    MisfirePolicy::RunOnce => 1,
+                    MisfirePolicy::RunAll { max } => max as usize,
+                };
+                while let Some(n) = e.schedule.next_after(cur, &e.zone, e.anchor) {
+                    if n > now || count >= MAX_MISSED_COUNTED {
+                        break;
+                    }
+                    count += 1;
+                    cur = n;
+                    fires.push(n);
+                    if fires.len() > keep.max(1) {
+                        fires.remove(0);
+                    }
+                }
+                let last = cur;
+                let run: Vec<Timestamp> = if keep == 0 {
+                    Vec::new()
+                } else {
+                    let k = keep.min(fires.len());
+                    fires[fires.len() - k..].to_vec()
+                };
+                let missed = count - run.len() as u64;
+                e.last_fire = Some(last);
+                if missed > 0 {
+                    e.missed += missed as i64;
+                    events.push(Event::TaskMissed {
+                        task_id: e.id.to_string(),
+                        count: missed,
+                        first: top.due,
+                        last: if run.is_empty() { last } else { run[0] },
+                    });
+                    self.s.monitor.record_task_missed(&e.id, missed);
+                }
+                st.totals.missed += missed as i64;
+                for f in run {
+                    out.push(Dispatch { slot: top.slot, scheduled: f });
+                }
+            } else {
+                e.last_fire = Some(top.due);
+                out.push(Dispatch { slot: top.slot, scheduled: top.due });
+            }
+            Inner::schedule_entry(&mut st, top.slot, now);
+        }
+        let next = st.heap.peek().map(|Reverse(i)| i.due);
+        drop(st);
+        for ev in events {
+            if let Event::TaskMissed { task_id, count, first, last } = &ev {
+                run::record_missed(self, task_id, *count, *first, *last, now);
+            }
+            self.emit(ev);
+        }
+        (out, next)
+    }
+}
+
+#[async_trait]
+impl Scheduler for DefaultScheduler {
+    async fn add(&self, mut task: DefaultTask) -> Result<()> {
+        let (schedule, zone) = self.validate_new(&task)?;
+        let now = self.inner.s.clock.now();
+        let snapshot = {
+            let mut st = self.inner.state.lock().unwrap();
+            if st.index.contains_key(task.id.as_str()) {
+                return Err(Error::TaskAlreadyExists { id: task.id.clone() });
+            }
+            task.created_at = now;
+            task.updated_at = now;
+            let id: Arc<str> = task.id.as_str().into();
+            let entry = Entry {
+                id: id.clone(),
+                schedule,
+                zone,
+                gen: 0,
+                running: 0,
+                anchor: now,
+                last_fire: None,
+                total_duration: Duration::ZERO,
+                total_latency: Duration::ZERO,
+                started_runs: 0,
+                missed: 0,
+                skipped: 0,
+                task,
+            };
+            let slot = match st.free.pop() {
+                Some(s) => {
+                    st.slots[s as usize] = Some(entry);
+                    s
+                }
+                None => {
+                    st.slots.push(Some(entry));
+                    (st.slots.len() - 1) as u32
+                }
+            };
+            st.index.insert(id, slot);
+            Inner::schedule_entry(&mut st, slot, now);
+            let e = st.slots[slot as usize].as_ref().expect("slot");
+            self.inner.s.monitor.set_task_name(&e.id, &e.task.name);
+            e.task.clone()
+        };
+        self.inner.wake.notify_one();
+        self.update_counts();
+        self.inner.s.store.save(&snapshot).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            let slot = st.index.remove(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            st.slots[slot as usize] = None;
+            st.free.push(slot);
+        }
+        self.inner.s.monitor.record_task_removed(id);
+        self.update_counts();
+        self.inner.wake.notify_one();
+        match self.inner.s.store.delete(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == crate::ErrorKind::TaskNotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update(&self, mut task: DefaultTask) -> Result<()> {
+        let (schedule, zone) = self.validate_new(&task)?;
+        let now = self.inner.s.clock.now();
+        let snapshot = {
+            let mut st = self.inner.state.lock().unwrap();
+            let slot = *st
+                .index
+                .get(task.id.as_str())
+                .ok_or_else(|| Error::TaskNotFound { id: task.id.clone() })?;
+            let e = st.slots[slot as usize].as_mut().expect("slot");
+            task.created_at = e.task.created_at;
+            task.updated_at = now;
+            e.task = task;
+            e.schedule = schedule;
+            e.zone = zone;
+            e.gen = e.gen.wrapping_add(1);
+            Inner::schedule_entry(&mut st, slot, now);
+            st.slots[slot as usize].as_ref().expect("slot").task.clone()
+        };
+        self.inner.wake.notify_one();
+        self.update_counts();
+        self.inner.s.store.save(&snapshot).await
+    }
+
+    fn get(&self, id: &str) -> Result<DefaultTask> {
+        let st = self.inner.state.lock().unwrap();
+        st.index
+            .get(id)
+            .and_then(|&s| st.slots[s as usize].as_ref())
+            .map(|e| e.task.clone())
+            .ok_or_else(|| Error::TaskNotFound { id: id.into() })
+    }
+
+    fn get_all(&self) -> Vec<DefaultTask> {
+        let st = self.inner.state.lock().unwrap();
+        let mut v: Vec<DefaultTask> = st.slots.iter().flatten().map(|e| e.task.clone()).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn get_enabled(&self) -> Vec<DefaultTask> {
+        let mut v = self.get_all();
+        v.retain(|t| t.enabled);
+        v
+    }
+
+    async fn start(&self) -> Result<()> {
+        let stop = CancellationToken::new();
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            if st.status != Status::Stopped {
+                return Err(Error::SchedulerAlreadyRunning);
+            }
+            let now = self.inner.s.clock.now();
+            st.status = Status::Running;
+            st.started_at = Some(now);
+            st.driver_stop = Some(stop.clone());
+            st.run_cancel = CancellationToken::new();
+            st.heap.clear();
+            let slots: Vec<u32> = st.index.values().copied().collect();
+            for slot in slots {
+                let e = st.slots[slot as usize].as_mut().expect("slot");
+                e.gen = e.gen.wrapping_add(1);
+                if e.task.enabled {
+                    // Keep a stored next fire (downtime: it may be missed) unless
+                    // it is newer than what the schedule says now.
+                    if e.schedule.interval().is_some() && e.task.next_run_at.is_none() {
+                        e.anchor = now;
+                    }
+                    match e.task.next_run_at {
+                        Some(due) => {
+                            let item = HeapItem { due, gen: e.gen, slot };
+                            st.heap.push(Reverse(item));
+                        }
+                        None => Inner::schedule_entry(&mut st, slot, now),
+                    }
+                }
+            }
+        }
+        self.inner.s.monitor.record_scheduler_start();
+        let inner = self.inner.clone();
+        tokio::spawn(inner.drive(stop));
+        self.inner.emit(Event::SchedulerStarted);
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<()> {
+        let run_cancel = {
+            let mut st = self.inner.state.lock().unwrap();
+            if st.status == Status::Stopped {
+                return Err(Error::SchedulerAlreadyStopped);
+            }
+            st.status = Status::Stopped;
+            if let Some(s) = st.driver_stop.take() {
+                s.cancel();
+            }
+            st.heap.clear();
+            st.run_cancel.clone()
+        };
+        // Let running handlers finish within the grace period, then cancel them.
+        let grace = self.inner.s.stop_grace;
+        if tokio::time::timeout(grace, self.wait_idle()).await.is_err() {
+            run_cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_idle()).await;
+        }
+        self.inner.s.monitor.record_scheduler_stop();
+        self.inner.emit(Event::SchedulerStopped);
+        Ok(())
+    }
+
+    async fn pause(&self) -> Result<()> {
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            if st.status != Status::Running {
+                return Err(Error::SchedulerNotRunning { status: st.status.to_string() });
+            }
+            st.status = Status::Paused;
+        }
+        self.inner.wake.notify_one();
+        self.inner.s.monitor.record_scheduler_pause();
+        self.inner.emit(Event::SchedulerPaused);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<()> {
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            if st.status != Status::Paused {
+                return Err(Error::SchedulerNotPaused { status: st.status.to_string() });
+            }
+            st.status = Status::Running;
+        }
+        self.inner.wake.notify_one();
+        self.inner.s.monitor.record_scheduler_resume();
+        self.inner.emit(Event::SchedulerResumed);
+        Ok(())
+    }
+
+    async fn run_now(&self, id: &str) -> Result<()> {
+        let (slot, now) = {
+            let st = self.inner.state.lock().unwrap();
+            let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let e = st.slots[slot as usize].as_ref().expect("slot");
+            if !e.task.enabled {
+                return Err(Error::TaskDisabled { id: id.into() });
+            }
+            (slot, self.inner.s.clock.now())
+        };
+        run::run_fire_now(&self.inner, Dispatch { slot, scheduled: now }).await
+    }
+
+    async fn run_all(&self) -> Result<()> {
+        let ids: Vec<String> = self.get_enabled().into_iter().map(|t| t.id).collect();
+        let runs = ids.iter().map(|id| self.run_now(id));
+        let results = futures_join_all(runs).await;
+        results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+    }
+
+    fn status(&self) -> SchedulerStatus {
+        let st = self.inner.state.lock().unwrap();
+        SchedulerStatus { status: st.status, started_at: st.started_at, task_count: st.index.len() }
+    }
+
+    fn stats(&self) -> SchedulerStats {
+        let st = self.inner.state.lock().unwrap();
+        let total = st.index.len() as i64;
+        let enabled = st.slots.iter().flatten().filter(|e| e.task.enabled).count() as i64;
+        let t = &st.totals;
+        SchedulerStats {
+            total_tasks: total,
+            enabled_tasks: enabled,
+            disabled_tasks: total - enabled,
+            total_runs: t.runs,
+            total_failed: t.failed,
+            success_rate: rate(t.runs - t.failed, t.runs),
+            last_run_at: t.last_run_at,
+            created_at: self.inner.created_at,
+            missed_fires: t.missed,
+            skipped_fires: t.skipped,
+        }
+    }
+
+    fn task_stats(&self, id: &str) -> Result<TaskStats> {
+        let st = self.inner.state.lock().unwrap();
+        let e = st
+            .index
+            .get(id)
+            .and_then(|&s| st.slots[s as usize].as_ref())
+            .ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+        let t = &e.task;
+        let avg = |total: Duration, n: i64| {
+            if n > 0 {
+                total / n as u32
+            } else {
+                Duration::ZERO
+            }
+        };
+        Ok(TaskStats {
+            task_id: t.id.clone(),
+            task_name: t.name.clone(),
+            run_count: t.run_count,
+            failed_count: t.failed_count,
+            success_rate: rate(t.run_count - t.failed_count, t.run_count),
+            last_run_at: t.last_run_at,
+            next_run_at: t.next_run_at,
+            average_time: avg(e.total_duration, t.run_count),
+            last_error: t.last_error.clone(),
+            missed_fires: e.missed,
+            skipped_fires: e.skipped,
+            average_latency: avg(e.total_latency, e.started_runs),
+        })
+    }
+}
+
+impl DefaultScheduler {
+    fn update_counts(&self) {
+        let (total, enabled) = {
+            let st = self.inner.state.lock().unwrap();
+            (
+                st.index.len() as i64,
+                st.slots.iter().flatten().filter(|e| e.task.enabled).count() as i64,
+            )
+        };
+        self.inner.s.monitor.set_task_counts(total, enabled);
+    }
+}
+
+pub(crate) fn rate(ok: i64, total: i64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        ok as f64 * 100.0 / total as f64
+    }
+}
+
+/// Awaits all futures concurrently (a tiny `join_all`, to avoid a dependency).
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send,
+    F::Output: Send,
+{
+    let futs: Vec<_> = futs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(futs.len());
+    // Sequential awaiting would serialise the runs; poll them together.
+    let mut pending: Vec<_> = futs.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().map(|r| r.expect("polled to completion")));
+    out
+}

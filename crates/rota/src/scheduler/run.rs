@@ -1,0 +1,369 @@
+//! Running one fire: overlap, concurrency limit, timeout, retries, panics,
+//! and writing the outcome back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use super::{Dispatch, Event, Inner};
+use crate::clock::{elapsed, signed, Clock};
+use crate::error::{Error, Result};
+use crate::store::{ExecutionStatus, TaskExecution};
+use crate::task::{OverlapPolicy, TaskContext, TaskHandler};
+
+/// How long a cancelled handler gets to return on its own before it is aborted.
+const CANCEL_GRACE: Duration = Duration::from_millis(100);
+
+/// Why a fire runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// Its scheduled instant came.
+    Schedule,
+    /// `run_now` / `run_all`.
+    Manual,
+}
+
+struct RunSpec {
+    slot: u32,
+    id: Arc<str>,
+    name: Arc<str>,
+    handler: Arc<dyn TaskHandler>,
+    scheduled: Timestamp,
+    timeout: Duration,
+    max_retries: u32,
+    retry_delay: Duration,
+    cancel: CancellationToken,
+}
+
+enum Attempt {
+    Ok,
+    Failed(String),
+    TimedOut,
+    Cancelled,
+}
+
+/// Checks overlap and marks the run as started; `None` if skipped.
+fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<RunSpec>> {
+    let mut st = inner.state.lock().unwrap();
+    let run_cancel = st.run_cancel.clone();
+    let Some(Some(e)) = st.slots.get_mut(d.slot as usize) else {
+        return Err(Error::TaskNotFound { id: String::new() });
+    };
+    let Some(handler) = e.task.handler.clone() else {
+        return Err(Error::TaskHandlerRequired { task: e.task.name.clone() });
+    };
+    if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
+        e.skipped += 1;
+        let id = e.id.clone();
+        st.totals.skipped += 1;
+        drop(st);
+        inner.s.monitor.record_task_skipped(&id);
+        record_history(inner, &id, ExecutionStatus::Skipped, d.scheduled, inner.s.clock.now(), "previous run still going");
+        inner.emit(Event::TaskSkipped { task_id: id.to_string(), scheduled_at: d.scheduled });
+        if trigger == Trigger::Manual {
+            return Err(Error::InvalidInput {
+                what: format!("run of task {id:?}"),
+                message: "its previous run is still going and its overlap policy is skip".into(),
+            });
+        }
+        return Ok(None);
+    }
+    e.running += 1;
+    Ok(Some(RunSpec {
+        slot: d.slot,
+        id: e.id.clone(),
+        name: e.task.name.as_str().into(),
+        handler,
+        scheduled: d.scheduled,
+        timeout: e.task.timeout,
+        max_retries: e.task.max_retries,
+        retry_delay: e.task.retry_delay,
+        cancel: run_cancel.child_token(),
+    }))
+}
+
+/// Starts a scheduled fire in its own task.
+pub(crate) fn spawn_fire(inner: &Arc<Inner>, d: Dispatch, trigger: Trigger) {
+    match prepare(inner, &d, trigger) {
+        Ok(Some(spec)) => {
+            let inner2 = inner.clone();
+            inner.tracker.spawn(async move {
+                let _ = execute(&inner2, spec).await;
+            });
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(target: "rota", error = %e, "fire not run"),
+    }
+}
+
+/// Runs a fire in the caller's task and returns its outcome.
+pub(crate) async fn run_fire_now(inner: &Arc<Inner>, d: Dispatch) -> Result<()> {
+    match prepare(inner, &d, Trigger::Manual)? {
+        Some(spec) => execute(inner, spec).await,
+        None => Ok(()),
+    }
+}
+
+/// Sleeps on the scheduler's clock until `deadline`.
+pub(crate) async fn sleep_on(clock: &dyn Clock, deadline: Timestamp) {
+    while clock.now() < deadline {
+        clock.sleep_until(deadline).await;
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".into());
+            format!("handler panicked: {msg}")
+        }
+        Err(e) => format!("handler task ended: {e}"),
+    }
+}
+
+async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attempt {
+    let handler = spec.handler.clone();
+    let hctx = ctx.clone();
+    let mut job = tokio::spawn(async move { handler.handle(hctx).await });
+    let timed = !spec.timeout.is_zero();
+    let deadline = inner.s.clock.now() + signed(spec.timeout);
+    let clock = inner.s.clock.clone();
+    let result = tokio::select! {
+        r = &mut job => return match r {
+            Ok(Ok(())) => Attempt::Ok,
+            Ok(Err(e)) => Attempt::Failed(e.to_string()),
+            Err(e) => Attempt::Failed(panic_message(e)),
+        },
+        _ = sleep_on(clock.as_ref(), deadline), if timed => Attempt::TimedOut,
+        _ = spec.cancel.cancelled() => Attempt::Cancelled,
+    };
+    // Tell the handler, give it a moment to return, then abort it.
+    ctx.cancel.cancel();
+    if tokio::time::timeout(CANCEL_GRACE, &mut job).await.is_err() {
+        job.abort();
+    }
+    result
+}
+
+async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
+    let clock = inner.s.clock.clone();
+    let permit = match &inner.limiter {
+        Some(sem) => Some(sem.clone().acquire_owned().await.expect("semaphore never closed")),
+        None => None,
+    };
+    let first_start = clock.now();
+    let latency = elapsed(spec.scheduled, first_start);
+    inner.s.monitor.record_task_latency(&spec.id, latency);
+    inner.s.monitor.record_task_start(&spec.id);
+    let mut attempt_no = 1u32;
+    let outcome: std::result::Result<(), (Error, String)> = loop {
+        inner.emit(Event::TaskStarting {
+            task_id: spec.id.to_string(),
+            scheduled_at: spec.scheduled,
+            attempt: attempt_no,
+        });
+        let start = clock.now();
+        let ctx = TaskContext {
+            task_id: spec.id.clone(),
+            task_name: spec.name.clone(),
+            scheduled_at: spec.scheduled,
+            attempt: attempt_no,
+            node_id: inner.s.node_id.clone(),
+            fencing_token: None,
+            cancel: spec.cancel.child_token(),
+        };
+        let (err, msg) = match attempt(inner, &spec, ctx).await {
+            Attempt::Ok => {
+                inner.emit(Event::TaskSucceeded {
+                    task_id: spec.id.to_string(),
+                    scheduled_at: spec.scheduled,
+                    duration: elapsed(start, clock.now()),
+                });
+                break Ok(());
+            }
+            Attempt::TimedOut => {
+                inner.emit(Event::TaskTimedOut {
+                    task_id: spec.id.to_string(),
+                    scheduled_at: spec.scheduled,
+                    attempt: attempt_no,
+                });
+                let e = Error::TaskExecutionTimeout {
+                    task: spec.id.to_string(),
+                    timeout: spec.timeout,
+                    attempt: attempt_no,
+                };
+                let m = e.to_string();
+                (e, m)
+            }
+            Attempt::Failed(message) => (
+                Error::TaskExecutionFailed {
+                    task: spec.id.to_string(),
+                    attempt: attempt_no,
+                    message: message.clone(),
+                },
+                message,
+            ),
+            Attempt::Cancelled => {
+                let m = "cancelled: the scheduler stopped".to_string();
+                break Err((
+                    Error::TaskExecutionFailed {
+                        task: spec.id.to_string(),
+                        attempt: attempt_no,
+                        message: m.clone(),
+                    },
+                    m,
+                ));
+            }
+        };
+        if attempt_no <= spec.max_retries && !spec.cancel.is_cancelled() {
+            inner.emit(Event::TaskRetried {
+                task_id: spec.id.to_string(),
+                scheduled_at: spec.scheduled,
+                attempt: attempt_no,
+                error: msg.clone(),
+            });
+            {
+                let mut st = inner.state.lock().unwrap();
+                if let Some(Some(e)) = st.slots.get_mut(spec.slot as usize) {
+                    if e.id == spec.id {
+                        e.task.retry_count = attempt_no;
+                    }
+                }
+            }
+            let until = clock.now() + signed(spec.retry_delay);
+            tokio::select! {
+                _ = sleep_on(clock.as_ref(), until) => {}
+                _ = spec.cancel.cancelled() => {}
+            }
+            attempt_no += 1;
+            continue;
+        }
+        if spec.max_retries > 0 {
+            let e = Error::TaskMaxRetriesExceeded {
+                task: spec.id.to_string(),
+                retries: attempt_no - 1,
+                last_error: msg.clone(),
+            };
+            break Err((e, msg));
+        }
+        break Err((err, msg));
+    };
+    drop(permit);
+    let end = clock.now();
+    let duration = elapsed(first_start, end);
+    let ok = outcome.is_ok();
+    match &outcome {
+        Ok(()) => inner.s.monitor.record_task_complete(&spec.id, duration, None),
+        Err((_, msg)) => {
+            inner.s.monitor.record_task_failed(&spec.id, duration, msg);
+            inner.emit(Event::TaskFailed {
+                task_id: spec.id.to_string(),
+                scheduled_at: spec.scheduled,
+                error: msg.clone(),
+            });
+        }
+    }
+    let snapshot = {
+        let mut st = inner.state.lock().unwrap();
+        st.totals.runs += 1;
+        if !ok {
+            st.totals.failed += 1;
+        }
+        st.totals.last_run_at = Some(first_start);
+        match st.slots.get_mut(spec.slot as usize) {
+            Some(Some(e)) if e.id == spec.id => {
+                e.running = e.running.saturating_sub(1);
+                e.task.run_count += 1;
+                e.task.last_run_at = Some(first_start);
+                e.task.retry_count = attempt_no - 1;
+                e.total_duration += duration;
+                e.total_latency += latency;
+                e.started_runs += 1;
+                match &outcome {
+                    Ok(()) => e.task.last_error.clear(),
+                    Err((_, msg)) => {
+                        e.task.failed_count += 1;
+                        e.task.last_error = msg.clone();
+                    }
+                }
+                Some(e.task.clone())
+            }
+            // Removed while running: nothing to write back.
+            _ => None,
+        }
+    };
+    if let Some(task) = snapshot {
+        if let Err(e) = inner.s.store.save(&task).await {
+            tracing::warn!(target: "rota", task = %spec.id, error = %e, "could not save run state");
+        }
+    }
+    let exec = TaskExecution {
+        task_id: spec.id.to_string(),
+        node_id: inner.s.node_id.to_string(),
+        status: if ok { ExecutionStatus::Completed } else { ExecutionStatus::Failed },
+        scheduled_at: spec.scheduled,
+        started_at: first_start,
+        ended_at: Some(end),
+        error: outcome.as_ref().err().map(|(_, m)| m.clone()).unwrap_or_default(),
+        attempts: attempt_no,
+        duration,
+        output: String::new(),
+    };
+    if let Err(e) = inner.s.store.record_execution(&exec).await {
+        tracing::warn!(target: "rota", task = %spec.id, error = %e, "could not record execution");
+    }
+    outcome.map_err(|(e, _)| e)
+}
+
+/// Writes a history record for a fire that did not run, in the background.
+fn record_history(
+    inner: &Arc<Inner>,
+    id: &str,
+    status: ExecutionStatus,
+    scheduled: Timestamp,
+    now: Timestamp,
+    why: &str,
+) {
+    let exec = TaskExecution {
+        task_id: id.to_string(),
+        node_id: inner.s.node_id.to_string(),
+        status,
+        scheduled_at: scheduled,
+        started_at: now,
+        ended_at: Some(now),
+        error: why.to_string(),
+        attempts: 0,
+        duration: Duration::ZERO,
+        output: String::new(),
+    };
+    let store = inner.s.store.clone();
+    inner.tracker.spawn(async move {
+        if let Err(e) = store.record_execution(&exec).await {
+            tracing::warn!(target: "rota", error = %e, "could not record execution");
+        }
+    });
+}
+
+/// History for missed fires: one record per miss notice.
+pub(crate) fn record_missed(
+    inner: &Arc<Inner>,
+    id: &str,
+    count: u64,
+    first: Timestamp,
+    last: Timestamp,
+    now: Timestamp,
+) {
+    let why = if count == 1 {
+        format!("missed fire at {first}")
+    } else {
+        format!("{count} missed fires from {first} to {last}")
+    };
+    record_history(inner, id, ExecutionStatus::Missed, first, now, &why);
+}

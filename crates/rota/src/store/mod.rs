@@ -1,0 +1,187 @@
+//! Where tasks and their execution history are kept: the [`Store`] trait and
+//! [`MemoryStore`].
+//!
+//! Handlers are not stored (the seed's `json:"-"`): a task read back has its
+//! handler's name, and the scheduler binds it again from its handler registry.
+
+mod memory;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::task::DefaultTask;
+
+pub use memory::MemoryStore;
+
+/// The seed's `StoreStats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Tasks in the store.
+    pub total_tasks: i64,
+    /// Enabled tasks in the store.
+    pub enabled_tasks: i64,
+    /// When the store was last written.
+    pub last_sync: Option<Timestamp>,
+}
+
+/// How a run ended (the seed's `TaskExecution.Status`, plus rota's `missed`
+/// and `skipped` so that fires that did not run are visible in history too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ExecutionStatus {
+    /// Still running.
+    Running,
+    /// Succeeded.
+    Completed,
+    /// Failed (after its retries), or timed out.
+    Failed,
+    /// The fire was missed (scheduler down or paused past the misfire grace).
+    Missed,
+    /// The fire was skipped because the previous run was still going.
+    Skipped,
+}
+
+impl ExecutionStatus {
+    /// The lowercase name used in JSON and SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Completed => "completed",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Missed => "missed",
+            ExecutionStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One run of a task (the seed's `TaskExecution`, plus the scheduled instant,
+/// the attempt count, the duration and captured output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskExecution {
+    /// The task's ID.
+    pub task_id: String,
+    /// The node that ran it.
+    pub node_id: String,
+    /// How it ended.
+    pub status: ExecutionStatus,
+    /// The fire's scheduled instant: with the task ID, the fire's identity.
+    pub scheduled_at: Timestamp,
+    /// When the first attempt started (for missed fires: when the miss was noticed).
+    pub started_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// The error of the last attempt.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// Attempts made (1 with no retries).
+    pub attempts: u32,
+    /// Wall time from start to end.
+    #[serde(with = "crate::task::nanos", default)]
+    pub duration: Duration,
+    /// Captured output (the daemon's command jobs), capped.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+/// A query of the execution history: newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionQuery {
+    /// Only this task.
+    pub task_id: Option<String>,
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// At most this many (default 100).
+    pub limit: Option<usize>,
+}
+
+impl ExecutionQuery {
+    /// The history of one task.
+    pub fn task(id: impl Into<String>) -> Self {
+        ExecutionQuery { task_id: Some(id.into()), ..Default::default() }
+    }
+
+    /// Only runs with this status.
+    pub fn status(mut self, s: ExecutionStatus) -> Self {
+        self.status = Some(s);
+        self
+    }
+
+    /// At most `n` records.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    pub(crate) fn matches(&self, e: &TaskExecution) -> bool {
+        self.task_id.as_deref().is_none_or(|id| id == e.task_id)
+            && self.status.is_none_or(|s| s == e.status)
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.limit.unwrap_or(100)
+    }
+}
+
+/// How much execution history a store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// At most this many records per task (oldest dropped first).
+    pub max_per_task: usize,
+    /// Records older than this are dropped, if set.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_per_task: 1000, max_age: None }
+    }
+}
+
+/// The seed's `Store`: where tasks are persisted, plus execution history.
+///
+/// Every method fails with [`ErrorKind::StoreNotInitialized`](crate::ErrorKind)
+/// after [`close`](Store::close).
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Inserts or replaces a task.
+    async fn save(&self, task: &DefaultTask) -> Result<()>;
+    /// One task; `TaskNotFound` if absent.
+    async fn get(&self, id: &str) -> Result<DefaultTask>;
+    /// All tasks.
+    async fn get_all(&self) -> Result<Vec<DefaultTask>>;
+    /// Deletes a task; `TaskNotFound` if absent.
+    async fn delete(&self, id: &str) -> Result<()>;
+    /// Deletes every task (and the history).
+    async fn clear(&self) -> Result<()>;
+    /// Saves all or none.
+    async fn save_batch(&self, tasks: &[DefaultTask]) -> Result<()>;
+    /// Tasks that carry every one of `tags` (key and value).
+    async fn get_by_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<DefaultTask>>;
+    /// Counts.
+    async fn stats(&self) -> Result<StoreStats>;
+    /// Releases the store; later calls fail.
+    async fn close(&self) -> Result<()>;
+    /// Appends a run to the history (subject to retention).
+    async fn record_execution(&self, execution: &TaskExecution) -> Result<()>;
+    /// Reads the history, newest first.
+    async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<TaskExecution>>;
+}
+
+/// True when `task` carries every tag of `tags`.
+pub(crate) fn has_tags(task: &DefaultTask, tags: &BTreeMap<String, String>) -> bool {
+    tags.iter().all(|(k, v)| task.tags.get(k) == Some(v))
+}
