@@ -82,13 +82,18 @@ impl ManualClock {
     /// A clock that reads `start` until moved.
     pub fn new(start: Timestamp) -> Self {
         let (tx, _) = watch::channel(0);
-        ManualClock { inner: Arc::new(ManualInner { now: Mutex::new(start), changed: tx }) }
+        ManualClock {
+            inner: Arc::new(ManualInner {
+                now: Mutex::new(start),
+                changed: tx,
+            }),
+        }
     }
 
     /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
         let mut now = self.inner.now.lock().unwrap();
-        *now = *now + SignedDuration::try_from(d).expect("duration fits");
+        *now += SignedDuration::try_from(d).expect("duration fits");
         drop(now);
         self.inner.changed.send_modify(|v| *v += 1);
     }
@@ -102,7 +107,9 @@ impl ManualClock {
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManualClock").field("now", &self.now()).finish()
+        f.debug_struct("ManualClock")
+            .field("now", &self.now())
+            .finish()
     }
 }
 

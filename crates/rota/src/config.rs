@@ -158,14 +158,21 @@ impl SchedulerConfig {
             });
         }
         if self.node_id.is_empty() {
-            return Err(Error::InvalidInput { what: "node_id".into(), message: "must not be empty".into() });
+            return Err(Error::InvalidInput {
+                what: "node_id".into(),
+                message: "must not be empty".into(),
+            });
         }
         let clock: SharedClock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let monitor: Arc<dyn Monitor> = match (self.monitor, self.metrics) {
             (Some(m), _) => m,
             (None, _) => Arc::new(DefaultMonitor::with_clock(clock.clone())),
         };
-        let monitor: Arc<dyn Monitor> = if self.metrics { monitor } else { Arc::new(NoopMonitor) };
+        let monitor: Arc<dyn Monitor> = if self.metrics {
+            monitor
+        } else {
+            Arc::new(NoopMonitor)
+        };
         Ok(DefaultScheduler::from_settings(Settings {
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             monitor,
@@ -192,7 +199,9 @@ impl Monitor for NoopMonitor {
     fn record_scheduler_pause(&self) {}
     fn record_scheduler_resume(&self) {}
     fn task_metrics(&self, task_id: &str) -> Result<crate::monitor::TaskMetrics> {
-        Err(Error::TaskNotFound { id: task_id.to_string() })
+        Err(Error::TaskNotFound {
+            id: task_id.to_string(),
+        })
     }
     fn scheduler_metrics(&self) -> crate::monitor::SchedulerMetrics {
         crate::monitor::SchedulerMetrics::default()

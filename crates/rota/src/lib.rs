@@ -30,9 +30,10 @@ pub mod scheduler;
 pub mod store;
 pub mod task;
 
+pub use config::SchedulerConfig;
 pub use cron::{parse_schedule, CronExpression, Schedule, Upcoming};
 pub use error::{CronField, Error, ErrorKind, ParseError, Result};
-pub use config::SchedulerConfig;
+pub use monitor::{DefaultMonitor, Monitor, PerformanceMetrics, SchedulerMetrics, TaskMetrics};
 pub use scheduler::{
     DefaultScheduler, Event, Scheduler, SchedulerStats, SchedulerStatus, Status, TaskStats,
 };
@@ -43,4 +44,3 @@ pub use task::{
     at, cron, daily, every, every_day, every_hour, task_id_for, DefaultTask, FuncHandler,
     HandlerError, MisfirePolicy, OverlapPolicy, Task, TaskBuilder, TaskContext, TaskHandler,
 };
-pub use monitor::{DefaultMonitor, Monitor, PerformanceMetrics, SchedulerMetrics, TaskMetrics};

@@ -116,7 +116,10 @@ mod tests {
         assert_eq!(weekday(2026, 12, 4), 5); // a Friday
         assert_eq!(weekday(2024, 2, 29), 4); // a Thursday
         let c = Civil::from_local_seconds(1_772_955_000);
-        assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.second), (2026, 3, 8, 7, 30, 0));
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.minute, c.second),
+            (2026, 3, 8, 7, 30, 0)
+        );
         assert_eq!(c.to_local_seconds(), 1_772_955_000);
     }
 }

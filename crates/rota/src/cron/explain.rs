@@ -5,10 +5,29 @@ use std::time::Duration;
 use super::{CronExpression, FLAG_DOM_STAR, FLAG_DOW_STAR, FLAG_LW, MAX_YEAR, MIN_YEAR};
 
 const MONTHS: [&str; 13] = [
-    "", "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
-const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 const NTH: [&str; 6] = ["", "first", "second", "third", "fourth", "fifth"];
 
 /// A set of values as runs: single values, `a through b`, or a step pattern.
@@ -30,7 +49,10 @@ fn shape(mask: u64, min: u32, max: u32) -> Shape {
             && vals[0] < min + step
             && *vals.last().unwrap() + step > max
         {
-            return Shape::Step { from: vals[0], step };
+            return Shape::Step {
+                from: vals[0],
+                step,
+            };
         }
     }
     let mut runs: Vec<(u32, u32)> = Vec::new();
@@ -85,7 +107,11 @@ fn unit_words(mask: u64, min: u32, max: u32, unit: &str) -> String {
         Shape::Step { from, step } => format!("every {step} {unit}s starting at {unit} {from}"),
         Shape::Values(runs) => {
             let plural = runs.len() > 1 || runs[0].0 != runs[0].1;
-            let u = if plural { format!("{unit}s") } else { unit.to_string() };
+            let u = if plural {
+                format!("{unit}s")
+            } else {
+                unit.to_string()
+            };
             format!("at {u} {}", runs_words(&runs, |v| v.to_string()))
         }
     }
@@ -143,19 +169,23 @@ fn time_words(c: &CronExpression) -> String {
         }
     }
     let mut parts = Vec::new();
-    if !(single(s) == Some(0)) {
+    if single(s) != Some(0) {
         parts.push(unit_words(s, 0, 59, "second"));
     }
     let minute_all = matches!(shape(m, 0, 59), Shape::All);
-    if !(minute_all && !parts.is_empty()) {
+    if !minute_all || parts.is_empty() {
         let w = unit_words(m, 0, 59, "minute");
-        parts.push(if parts.is_empty() { w } else { format!("{w} past the hour") });
+        parts.push(if parts.is_empty() {
+            w
+        } else {
+            format!("{w} past the hour")
+        });
     } else {
         parts.push("of every minute".into());
     }
     match shape(h, 0, 23) {
         Shape::All => {}
-        Shape::Step { from, step } if from == 0 => parts.push(format!("every {step} hours")),
+        Shape::Step { from: 0, step } => parts.push(format!("every {step} hours")),
         Shape::Step { from, step } => parts.push(format!("every {step} hours from {from:02}:00")),
         Shape::Values(runs) => parts.push(runs_words_hours(&runs)),
     }
@@ -178,7 +208,8 @@ fn runs_words_hours(runs: &[(u32, u32)]) -> String {
 
 fn day_words(c: &CronExpression) -> Option<String> {
     let or_mode = c.flags & (FLAG_DOM_STAR | FLAG_DOW_STAR) == 0;
-    let dom_all = c.dom == 0xffff_fffe && c.dom_last == 0 && c.dom_nearest == 0 && c.flags & FLAG_LW == 0;
+    let dom_all =
+        c.dom == 0xffff_fffe && c.dom_last == 0 && c.dom_nearest == 0 && c.flags & FLAG_LW == 0;
     let dow_all = c.dow == 0x7f && c.dow_last == 0 && c.dow_nth == [0; 7];
     let dom = (!dom_all).then(|| dom_words(c));
     let dow = (!dow_all).then(|| dow_words(c));
@@ -196,9 +227,10 @@ fn dom_words(c: &CronExpression) -> String {
     if c.dom != 0 {
         match shape(u64::from(c.dom), 1, 31) {
             Shape::All => parts.push("every day".to_string()),
-            Shape::Step { from, step } => {
-                parts.push(format!("every {step} days of the month from the {}", ordinal(from)))
-            }
+            Shape::Step { from, step } => parts.push(format!(
+                "every {step} days of the month from the {}",
+                ordinal(from)
+            )),
             Shape::Values(runs) => parts.push(format!(
                 "on the {} of the month",
                 runs_words(&runs, ordinal)
@@ -219,7 +251,10 @@ fn dom_words(c: &CronExpression) -> String {
     while w != 0 {
         let d = w.trailing_zeros();
         w &= w - 1;
-        parts.push(format!("on the weekday nearest the {} of the month", ordinal(d)));
+        parts.push(format!(
+            "on the weekday nearest the {} of the month",
+            ordinal(d)
+        ));
     }
     if c.flags & FLAG_LW != 0 {
         parts.push("on the last weekday of the month".to_string());
@@ -240,7 +275,10 @@ fn dow_words(c: &CronExpression) -> String {
                         .map(|v| (v, v))
                         .collect(),
                 };
-                parts.push(format!("on {}", runs_words(&runs, |d| DAYS[d as usize].to_string())));
+                parts.push(format!(
+                    "on {}",
+                    runs_words(&runs, |d| DAYS[d as usize].to_string())
+                ));
             }
         }
     }
@@ -269,7 +307,12 @@ pub(crate) fn duration_words(d: Duration) -> String {
     let mut secs = d.as_secs();
     let ms = d.subsec_millis();
     let mut parts = Vec::new();
-    for (unit, size) in [("day", 86_400), ("hour", 3600), ("minute", 60), ("second", 1)] {
+    for (unit, size) in [
+        ("day", 86_400),
+        ("hour", 3600),
+        ("minute", 60),
+        ("second", 1),
+    ] {
         let n = secs / size;
         secs %= size;
         if n > 0 {

@@ -215,7 +215,10 @@ impl CronExpression {
 
     /// Allowed years, sorted (1970-2199).
     pub fn year(&self) -> Vec<u32> {
-        (MIN_YEAR..=MAX_YEAR).filter(|&y| self.year_ok(y)).map(|y| y as u32).collect()
+        (MIN_YEAR..=MAX_YEAR)
+            .filter(|&y| self.year_ok(y))
+            .map(|y| y as u32)
+            .collect()
     }
 
     /// The next fire strictly after `from`, in the zone of `from` unless the
@@ -264,7 +267,11 @@ impl CronExpression {
     /// ```
     pub fn upcoming(&self, from: &ZonedDateTime) -> Upcoming<'_> {
         let tz = self.tz.clone().unwrap_or_else(|| from.time_zone().clone());
-        Upcoming { cron: self, tz, cur: Some(from.timestamp()) }
+        Upcoming {
+            cron: self,
+            tz,
+            cur: Some(from.timestamp()),
+        }
     }
 
     /// The next fire strictly after the instant `from`, evaluating wall-clock
@@ -407,10 +414,10 @@ impl CronExpression {
 fn nearest_weekday(d: u32, dim: u32, first: u32) -> u32 {
     let wd = (first + d - 1) % 7;
     match wd {
-        6 if d == 1 => 3,     // Saturday the 1st: Monday the 3rd
-        6 => d - 1,           // Saturday: Friday
+        6 if d == 1 => 3,       // Saturday the 1st: Monday the 3rd
+        6 => d - 1,             // Saturday: Friday
         0 if d == dim => d - 2, // Sunday the last: Friday
-        0 => d + 1,           // Sunday: Monday
+        0 => d + 1,             // Sunday: Monday
         _ => d,
     }
 }
@@ -527,7 +534,12 @@ impl Schedule {
 
     /// The next fire strictly after `from`. An interval schedule is anchored at
     /// `anchor` (the task's start): it fires at `anchor + k * interval`.
-    pub fn next_after(&self, from: Timestamp, tz: &TimeZone, anchor: Timestamp) -> Option<Timestamp> {
+    pub fn next_after(
+        &self,
+        from: Timestamp,
+        tz: &TimeZone,
+        anchor: Timestamp,
+    ) -> Option<Timestamp> {
         match self {
             Schedule::Cron(c) => c.next_after(from, tz),
             Schedule::Every(d) => every_next(*d, from, anchor),
@@ -535,7 +547,12 @@ impl Schedule {
     }
 
     /// The latest fire strictly before `from`; the mirror of [`next_after`](Self::next_after).
-    pub fn prev_before(&self, from: Timestamp, tz: &TimeZone, anchor: Timestamp) -> Option<Timestamp> {
+    pub fn prev_before(
+        &self,
+        from: Timestamp,
+        tz: &TimeZone,
+        anchor: Timestamp,
+    ) -> Option<Timestamp> {
         match self {
             Schedule::Cron(c) => c.prev_before(from, tz),
             Schedule::Every(d) => {
@@ -608,7 +625,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Some(Duration::from_secs(n)),
             "ms" => Some(Duration::from_millis(n)),
             "" => return Err(format!("duration {s:?}: {n} has no unit (d, h, m, s, ms)")),
-            _ => return Err(format!("duration {s:?}: unknown unit {unit:?} (d, h, m, s, ms)")),
+            _ => {
+                return Err(format!(
+                    "duration {s:?}: unknown unit {unit:?} (d, h, m, s, ms)"
+                ))
+            }
         };
         total = part
             .and_then(|p| total.checked_add(p))
@@ -633,7 +654,6 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn parse_schedule(expr: &str) -> Result<Timestamp, ParseError> {
     let s = Schedule::parse(expr)?;
     let now = Timestamp::now();
-    s.next_after(now, &TimeZone::system(), now).ok_or_else(|| {
-        ParseError::new(ErrorKind::InvalidSchedule, expr, None, "never fires again")
-    })
+    s.next_after(now, &TimeZone::system(), now)
+        .ok_or_else(|| ParseError::new(ErrorKind::InvalidSchedule, expr, None, "never fires again"))
 }

@@ -6,8 +6,9 @@ use super::{CronExpression, Years, FLAG_DOM_STAR, FLAG_DOW_STAR, FLAG_FIXED_TIME
 use super::{MAX_YEAR, MIN_YEAR};
 use crate::error::{CronField, ErrorKind, ParseError};
 
-const MONTHS: [&str; 12] =
-    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 struct Spec {
@@ -16,13 +17,41 @@ struct Spec {
     max: u32,
 }
 
-const SECOND: Spec = Spec { field: CronField::Second, min: 0, max: 59 };
-const MINUTE: Spec = Spec { field: CronField::Minute, min: 0, max: 59 };
-const HOUR: Spec = Spec { field: CronField::Hour, min: 0, max: 23 };
-const DOM: Spec = Spec { field: CronField::DayOfMonth, min: 1, max: 31 };
-const MONTH: Spec = Spec { field: CronField::Month, min: 1, max: 12 };
-const DOW: Spec = Spec { field: CronField::DayOfWeek, min: 0, max: 7 };
-const YEAR: Spec = Spec { field: CronField::Year, min: MIN_YEAR as u32, max: MAX_YEAR as u32 };
+const SECOND: Spec = Spec {
+    field: CronField::Second,
+    min: 0,
+    max: 59,
+};
+const MINUTE: Spec = Spec {
+    field: CronField::Minute,
+    min: 0,
+    max: 59,
+};
+const HOUR: Spec = Spec {
+    field: CronField::Hour,
+    min: 0,
+    max: 23,
+};
+const DOM: Spec = Spec {
+    field: CronField::DayOfMonth,
+    min: 1,
+    max: 31,
+};
+const MONTH: Spec = Spec {
+    field: CronField::Month,
+    min: 1,
+    max: 12,
+};
+const DOW: Spec = Spec {
+    field: CronField::DayOfWeek,
+    min: 0,
+    max: 7,
+};
+const YEAR: Spec = Spec {
+    field: CronField::Year,
+    min: MIN_YEAR as u32,
+    max: MAX_YEAR as u32,
+};
 
 /// Parser state for one expression: the text (for errors) and the masks built so far.
 struct Parser<'a> {
@@ -70,34 +99,41 @@ pub(crate) fn parse(expr: &str) -> Result<CronExpression, ParseError> {
     let (tz, body) = split_zone(expr)?;
     let body = body.trim();
     if body.is_empty() {
-        return Err(ParseError::new(ErrorKind::InvalidSchedule, expr, None, "empty schedule"));
+        return Err(ParseError::new(
+            ErrorKind::InvalidSchedule,
+            expr,
+            None,
+            "empty schedule",
+        ));
     }
-    let mut p = Parser { expr, out: CronExpression::empty() };
+    let mut p = Parser {
+        expr,
+        out: CronExpression::empty(),
+    };
     if let Some(name) = body.strip_prefix('@') {
-        let fields: [&str; 6] = match name.to_ascii_lowercase().as_str() {
-            "yearly" | "annually" => ["0", "0", "0", "1", "1", "*"],
-            "monthly" => ["0", "0", "0", "1", "*", "*"],
-            "weekly" => ["0", "0", "0", "*", "*", "0"],
-            "daily" | "midnight" => ["0", "0", "0", "*", "*", "*"],
-            "hourly" => ["0", "0", "*", "*", "*", "*"],
-            _ if name.to_ascii_lowercase().starts_with("every") => {
-                return Err(err(
+        let fields: [&str; 6] =
+            match name.to_ascii_lowercase().as_str() {
+                "yearly" | "annually" => ["0", "0", "0", "1", "1", "*"],
+                "monthly" => ["0", "0", "0", "1", "*", "*"],
+                "weekly" => ["0", "0", "0", "*", "*", "0"],
+                "daily" | "midnight" => ["0", "0", "0", "*", "*", "*"],
+                "hourly" => ["0", "0", "*", "*", "*", "*"],
+                _ if name.to_ascii_lowercase().starts_with("every") => return Err(err(
                     expr,
                     None,
                     "@every is an interval, not a cron expression: parse it with Schedule::parse",
-                ))
-            }
-            _ => {
-                return Err(err(
-                    expr,
-                    None,
-                    format!(
+                )),
+                _ => {
+                    return Err(err(
+                        expr,
+                        None,
+                        format!(
                         "unknown descriptor \"@{name}\" (expected @yearly, @annually, @monthly, \
                          @weekly, @daily, @midnight, @hourly or @every <duration>)"
                     ),
-                ))
-            }
-        };
+                    ))
+                }
+            };
         p.fields(&fields, None)?;
     } else {
         let mut parts: [&str; 7] = [""; 7];
@@ -111,8 +147,14 @@ pub(crate) fn parse(expr: &str) -> Result<CronExpression, ParseError> {
             n += 1;
         }
         match n {
-            5 => p.fields(&["0", parts[0], parts[1], parts[2], parts[3], parts[4]], None)?,
-            6 => p.fields(&[parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]], None)?,
+            5 => p.fields(
+                &["0", parts[0], parts[1], parts[2], parts[3], parts[4]],
+                None,
+            )?,
+            6 => p.fields(
+                &[parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]],
+                None,
+            )?,
             7 => p.fields(
                 &[parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]],
                 Some(parts[6]),
@@ -226,7 +268,10 @@ impl Parser<'_> {
     /// Parses `*`, `?`, `a`, `a-b`, with an optional `/step`, into (low, high, step).
     fn range(&self, item: &str, spec: &Spec) -> Result<(u32, u32, u32), ParseError> {
         if item.is_empty() {
-            return Err(self.err(spec, "empty value (two commas in a row, or a trailing comma?)"));
+            return Err(self.err(
+                spec,
+                "empty value (two commas in a row, or a trailing comma?)",
+            ));
         }
         let (base, step) = match item.split_once('/') {
             Some((b, s)) => (b, Some(self.step(s, item, spec)?)),

@@ -406,7 +406,11 @@ impl DefaultScheduler {
     /// Calls `listener` for every [`Event`]. Listeners run on the scheduler's
     /// tasks: keep them quick.
     pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
-        self.inner.listeners.write().unwrap().push(Arc::new(listener));
+        self.inner
+            .listeners
+            .write()
+            .unwrap()
+            .push(Arc::new(listener));
     }
 
     /// The monitor.
@@ -443,7 +447,10 @@ impl DefaultScheduler {
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
             let now = self.inner.s.clock.now();
-            let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = *st
+                .index
+                .get(id)
+                .ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             let running = st.status != Status::Stopped;
             let e = st.slots[slot as usize].as_mut().expect("indexed slot");
             if on {
@@ -452,9 +459,17 @@ impl DefaultScheduler {
                 e.task.disable();
             }
             e.gen = e.gen.wrapping_add(1);
-            let next = if on { e.schedule.next_after(now, &e.zone, e.anchor) } else { None };
+            let next = if on {
+                e.schedule.next_after(now, &e.zone, e.anchor)
+            } else {
+                None
+            };
             e.task.next_run_at = next;
-            let item = next.map(|due| HeapItem { due, gen: e.gen, slot });
+            let item = next.map(|due| HeapItem {
+                due,
+                gen: e.gen,
+                slot,
+            });
             let snap = e.task.clone();
             if let (Some(item), true) = (item, running) {
                 st.heap.push(Reverse(item));
@@ -517,7 +532,11 @@ impl Inner {
         let next = e.schedule.next_after(from, &e.zone, e.anchor);
         e.task.next_run_at = next;
         if let (Some(due), true) = (next, running) {
-            let item = HeapItem { due, gen: e.gen, slot };
+            let item = HeapItem {
+                due,
+                gen: e.gen,
+                slot,
+            };
             st.heap.push(Reverse(item));
         }
     }
@@ -527,6 +546,8 @@ impl Inner {
 pub(crate) struct Dispatch {
     pub slot: u32,
     pub scheduled: Timestamp,
+    /// Catch-up fires of the same task, run one after another after this one.
+    pub then: Vec<Timestamp>,
 }
 
 impl Inner {
@@ -572,7 +593,9 @@ impl Inner {
                 break;
             }
             st.heap.pop();
-            let Some(Some(e)) = st.slots.get_mut(top.slot as usize) else { continue };
+            let Some(Some(e)) = st.slots.get_mut(top.slot as usize) else {
+                continue;
+            };
             if e.gen != top.gen || !e.task.enabled {
                 continue;
             }
@@ -623,19 +646,33 @@ impl Inner {
                     self.s.monitor.record_task_missed(&e.id, missed);
                 }
                 st.totals.missed += missed as i64;
-                for f in run {
-                    out.push(Dispatch { slot: top.slot, scheduled: f });
+                if let Some((&first, rest)) = run.split_first() {
+                    out.push(Dispatch {
+                        slot: top.slot,
+                        scheduled: first,
+                        then: rest.to_vec(),
+                    });
                 }
             } else {
                 e.last_fire = Some(top.due);
-                out.push(Dispatch { slot: top.slot, scheduled: top.due });
+                out.push(Dispatch {
+                    slot: top.slot,
+                    scheduled: top.due,
+                    then: Vec::new(),
+                });
             }
             Inner::schedule_entry(&mut st, top.slot, now);
         }
         let next = st.heap.peek().map(|Reverse(i)| i.due);
         drop(st);
         for ev in events {
-            if let Event::TaskMissed { task_id, count, first, last } = &ev {
+            if let Event::TaskMissed {
+                task_id,
+                count,
+                first,
+                last,
+            } = &ev
+            {
                 run::record_missed(self, task_id, *count, *first, *last, now);
             }
             self.emit(ev);
@@ -652,7 +689,9 @@ impl Scheduler for DefaultScheduler {
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
             if st.index.contains_key(task.id.as_str()) {
-                return Err(Error::TaskAlreadyExists { id: task.id.clone() });
+                return Err(Error::TaskAlreadyExists {
+                    id: task.id.clone(),
+                });
             }
             task.created_at = now;
             task.updated_at = now;
@@ -696,7 +735,10 @@ impl Scheduler for DefaultScheduler {
     async fn remove(&self, id: &str) -> Result<()> {
         {
             let mut st = self.inner.state.lock().unwrap();
-            let slot = st.index.remove(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = st
+                .index
+                .remove(id)
+                .ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             st.slots[slot as usize] = None;
             st.free.push(slot);
         }
@@ -718,7 +760,9 @@ impl Scheduler for DefaultScheduler {
             let slot = *st
                 .index
                 .get(task.id.as_str())
-                .ok_or_else(|| Error::TaskNotFound { id: task.id.clone() })?;
+                .ok_or_else(|| Error::TaskNotFound {
+                    id: task.id.clone(),
+                })?;
             let e = st.slots[slot as usize].as_mut().expect("slot");
             task.created_at = e.task.created_at;
             task.updated_at = now;
@@ -781,7 +825,11 @@ impl Scheduler for DefaultScheduler {
                     }
                     match e.task.next_run_at {
                         Some(due) => {
-                            let item = HeapItem { due, gen: e.gen, slot };
+                            let item = HeapItem {
+                                due,
+                                gen: e.gen,
+                                slot,
+                            };
                             st.heap.push(Reverse(item));
                         }
                         None => Inner::schedule_entry(&mut st, slot, now),
@@ -824,7 +872,9 @@ impl Scheduler for DefaultScheduler {
         {
             let mut st = self.inner.state.lock().unwrap();
             if st.status != Status::Running {
-                return Err(Error::SchedulerNotRunning { status: st.status.to_string() });
+                return Err(Error::SchedulerNotRunning {
+                    status: st.status.to_string(),
+                });
             }
             st.status = Status::Paused;
         }
@@ -838,7 +888,9 @@ impl Scheduler for DefaultScheduler {
         {
             let mut st = self.inner.state.lock().unwrap();
             if st.status != Status::Paused {
-                return Err(Error::SchedulerNotPaused { status: st.status.to_string() });
+                return Err(Error::SchedulerNotPaused {
+                    status: st.status.to_string(),
+                });
             }
             st.status = Status::Running;
         }
@@ -851,26 +903,56 @@ impl Scheduler for DefaultScheduler {
     async fn run_now(&self, id: &str) -> Result<()> {
         let (slot, now) = {
             let st = self.inner.state.lock().unwrap();
-            let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = *st
+                .index
+                .get(id)
+                .ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             let e = st.slots[slot as usize].as_ref().expect("slot");
             if !e.task.enabled {
                 return Err(Error::TaskDisabled { id: id.into() });
             }
             (slot, self.inner.s.clock.now())
         };
-        run::run_fire_now(&self.inner, Dispatch { slot, scheduled: now }).await
+        run::run_fire_now(
+            &self.inner,
+            Dispatch {
+                slot,
+                scheduled: now,
+                then: Vec::new(),
+            },
+        )
+        .await
     }
 
     async fn run_all(&self) -> Result<()> {
-        let ids: Vec<String> = self.get_enabled().into_iter().map(|t| t.id).collect();
-        let runs = ids.iter().map(|id| self.run_now(id));
-        let results = futures_join_all(runs).await;
-        results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+        let mut runs = tokio::task::JoinSet::new();
+        for t in self.get_enabled() {
+            let s = self.clone();
+            runs.spawn(async move { s.run_now(&t.id).await });
+        }
+        let mut first = Ok(());
+        while let Some(r) = runs.join_next().await {
+            let r = r.unwrap_or_else(|e| {
+                Err(Error::TaskExecutionFailed {
+                    task: String::new(),
+                    attempt: 1,
+                    message: e.to_string(),
+                })
+            });
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
     }
 
     fn status(&self) -> SchedulerStatus {
         let st = self.inner.state.lock().unwrap();
-        SchedulerStatus { status: st.status, started_at: st.started_at, task_count: st.index.len() }
+        SchedulerStatus {
+            status: st.status,
+            started_at: st.started_at,
+            task_count: st.index.len(),
+        }
     }
 
     fn stats(&self) -> SchedulerStats {
@@ -943,39 +1025,4 @@ pub(crate) fn rate(ok: i64, total: i64) -> f64 {
     } else {
         ok as f64 * 100.0 / total as f64
     }
-}
-
-/// Awaits all futures concurrently (a tiny `join_all`, to avoid a dependency).
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: Send,
-    F::Output: Send,
-{
-    let futs: Vec<_> = futs.map(Box::pin).collect();
-    let mut out = Vec::with_capacity(futs.len());
-    // Sequential awaiting would serialise the runs; poll them together.
-    let mut pending: Vec<_> = futs.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (i, slot) in pending.iter_mut().enumerate() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        results[i] = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.extend(results.into_iter().map(|r| r.expect("polled to completion")));
-    out
 }

@@ -53,7 +53,9 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
         return Err(Error::TaskNotFound { id: String::new() });
     };
     let Some(handler) = e.task.handler.clone() else {
-        return Err(Error::TaskHandlerRequired { task: e.task.name.clone() });
+        return Err(Error::TaskHandlerRequired {
+            task: e.task.name.clone(),
+        });
     };
     if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
         e.skipped += 1;
@@ -61,8 +63,18 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
         st.totals.skipped += 1;
         drop(st);
         inner.s.monitor.record_task_skipped(&id);
-        record_history(inner, &id, ExecutionStatus::Skipped, d.scheduled, inner.s.clock.now(), "previous run still going");
-        inner.emit(Event::TaskSkipped { task_id: id.to_string(), scheduled_at: d.scheduled });
+        record_history(
+            inner,
+            &id,
+            ExecutionStatus::Skipped,
+            d.scheduled,
+            inner.s.clock.now(),
+            "previous run still going",
+        );
+        inner.emit(Event::TaskSkipped {
+            task_id: id.to_string(),
+            scheduled_at: d.scheduled,
+        });
         if trigger == Trigger::Manual {
             return Err(Error::InvalidInput {
                 what: format!("run of task {id:?}"),
@@ -86,12 +98,27 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
 }
 
 /// Starts a scheduled fire in its own task.
-pub(crate) fn spawn_fire(inner: &Arc<Inner>, d: Dispatch, trigger: Trigger) {
+pub(crate) fn spawn_fire(inner: &Arc<Inner>, mut d: Dispatch, trigger: Trigger) {
     match prepare(inner, &d, trigger) {
         Ok(Some(spec)) => {
             let inner2 = inner.clone();
             inner.tracker.spawn(async move {
                 let _ = execute(&inner2, spec).await;
+                // Catch-up fires run in order, each after the previous one ended.
+                for scheduled in std::mem::take(&mut d.then) {
+                    let next = Dispatch {
+                        slot: d.slot,
+                        scheduled,
+                        then: Vec::new(),
+                    };
+                    match prepare(&inner2, &next, trigger) {
+                        Ok(Some(spec)) => {
+                            let _ = execute(&inner2, spec).await;
+                        }
+                        Ok(None) => {}
+                        Err(_) => break,
+                    }
+                }
             });
         }
         Ok(None) => {}
@@ -155,7 +182,12 @@ async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attemp
 async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     let clock = inner.s.clock.clone();
     let permit = match &inner.limiter {
-        Some(sem) => Some(sem.clone().acquire_owned().await.expect("semaphore never closed")),
+        Some(sem) => Some(
+            sem.clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed"),
+        ),
         None => None,
     };
     let first_start = clock.now();
@@ -260,7 +292,10 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     let duration = elapsed(first_start, end);
     let ok = outcome.is_ok();
     match &outcome {
-        Ok(()) => inner.s.monitor.record_task_complete(&spec.id, duration, None),
+        Ok(()) => inner
+            .s
+            .monitor
+            .record_task_complete(&spec.id, duration, None),
         Err((_, msg)) => {
             inner.s.monitor.record_task_failed(&spec.id, duration, msg);
             inner.emit(Event::TaskFailed {
@@ -307,11 +342,19 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     let exec = TaskExecution {
         task_id: spec.id.to_string(),
         node_id: inner.s.node_id.to_string(),
-        status: if ok { ExecutionStatus::Completed } else { ExecutionStatus::Failed },
+        status: if ok {
+            ExecutionStatus::Completed
+        } else {
+            ExecutionStatus::Failed
+        },
         scheduled_at: spec.scheduled,
         started_at: first_start,
         ended_at: Some(end),
-        error: outcome.as_ref().err().map(|(_, m)| m.clone()).unwrap_or_default(),
+        error: outcome
+            .as_ref()
+            .err()
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default(),
         attempts: attempt_no,
         duration,
         output: String::new(),

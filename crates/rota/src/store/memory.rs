@@ -30,12 +30,17 @@ impl MemoryStore {
 
     /// An empty store that keeps history within `retention`.
     pub fn with_retention(retention: Retention) -> Self {
-        MemoryStore { retention, ..Self::default() }
+        MemoryStore {
+            retention,
+            ..Self::default()
+        }
     }
 
     fn check(&self, what: &str) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::StoreNotInitialized { what: format!("memory store is closed ({what})") });
+            return Err(Error::StoreNotInitialized {
+                what: format!("memory store is closed ({what})"),
+            });
         }
         Ok(())
     }
@@ -77,7 +82,9 @@ impl Store for MemoryStore {
         self.check("delete")?;
         let removed = self.tasks.write().unwrap().remove(id);
         self.touch();
-        removed.map(|_| ()).ok_or_else(|| Error::TaskNotFound { id: id.to_string() })
+        removed
+            .map(|_| ())
+            .ok_or_else(|| Error::TaskNotFound { id: id.to_string() })
     }
 
     async fn clear(&self) -> Result<()> {
@@ -93,7 +100,9 @@ impl Store for MemoryStore {
         // Validate first so the batch is all or nothing.
         for t in tasks {
             if t.id.is_empty() {
-                return Err(Error::TaskIdRequired { name: t.name.clone() });
+                return Err(Error::TaskIdRequired {
+                    name: t.name.clone(),
+                });
             }
         }
         let mut map = self.tasks.write().unwrap();
@@ -109,8 +118,14 @@ impl Store for MemoryStore {
 
     async fn get_by_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<DefaultTask>> {
         self.check("get_by_tags")?;
-        let mut v: Vec<DefaultTask> =
-            self.tasks.read().unwrap().values().filter(|t| has_tags(t, tags)).cloned().collect();
+        let mut v: Vec<DefaultTask> = self
+            .tasks
+            .read()
+            .unwrap()
+            .values()
+            .filter(|t| has_tags(t, tags))
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(v)
     }
@@ -151,11 +166,23 @@ impl Store for MemoryStore {
         self.check("executions")?;
         let h = self.history.read().unwrap();
         let mut out: Vec<TaskExecution> = match &query.task_id {
-            Some(id) => h.get(id).map(|q| q.iter().filter(|e| query.matches(e)).cloned().collect()),
-            None => Some(h.values().flatten().filter(|e| query.matches(e)).cloned().collect()),
+            Some(id) => h
+                .get(id)
+                .map(|q| q.iter().filter(|e| query.matches(e)).cloned().collect()),
+            None => Some(
+                h.values()
+                    .flatten()
+                    .filter(|e| query.matches(e))
+                    .cloned()
+                    .collect(),
+            ),
         }
         .unwrap_or_default();
-        out.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.scheduled_at.cmp(&a.scheduled_at)));
+        out.sort_by(|a, b| {
+            b.started_at
+                .cmp(&a.started_at)
+                .then(b.scheduled_at.cmp(&a.scheduled_at))
+        });
         out.truncate(query.max());
         Ok(out)
     }

@@ -111,7 +111,10 @@ pub struct ExecutionQuery {
 impl ExecutionQuery {
     /// The history of one task.
     pub fn task(id: impl Into<String>) -> Self {
-        ExecutionQuery { task_id: Some(id.into()), ..Default::default() }
+        ExecutionQuery {
+            task_id: Some(id.into()),
+            ..Default::default()
+        }
     }
 
     /// Only runs with this status.
@@ -147,7 +150,10 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { max_per_task: 1000, max_age: None }
+        Retention {
+            max_per_task: 1000,
+            max_age: None,
+        }
     }
 }
 
