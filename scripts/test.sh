@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (README's test command, and .ci/run).
+# Starts the services the tests need, then runs every test of the workspace
+# with all features, the doc tests, and the ported seed examples.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/services.sh
+else
+  sudo bash scripts/services.sh
+fi
+
+export CARGO_TERM_COLOR=never
+cargo build --workspace --all-features --all-targets
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-features --no-fail-fast
+else
+  cargo test --workspace --all-features --no-fail-fast
+fi
+cargo test --workspace --all-features --doc
+
+# The seed's two examples, ported: bounded runs that assert their task ran.
+ROTA_RUN_FOR=2 cargo run -q -p rota --example basic
+ROTA_RUN_FOR=2 cargo run -q -p rota --example advanced
+echo "all tests passed"
