@@ -76,8 +76,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn next(expr: &str, from: Option<&str>, tz: Option<&str>, n: usize) -> anyhow::Result<()> {
     let schedule = Schedule::parse(expr)?;
     let zone = match tz {
-        Some(name) => TimeZone::get(name)
-            .with_context(|| format!("--tz: unknown time zone {name:?}"))?,
+        Some(name) => {
+            TimeZone::get(name).with_context(|| format!("--tz: unknown time zone {name:?}"))?
+        }
         None => TimeZone::system(),
     };
     let zone = schedule.cron().and_then(|c| c.time_zone()).cloned().unwrap_or(zone);

@@ -42,14 +42,8 @@ async fn main() -> rota::Result<()> {
     scheduler.start().await?;
 
     // Monitoring.
-    let run_for = std::env::var("ROTA_RUN_FOR")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok());
-    let every = if run_for.is_some() {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(60)
-    };
+    let run_for = std::env::var("ROTA_RUN_FOR").ok().and_then(|s| s.parse::<u64>().ok());
+    let every = if run_for.is_some() { Duration::from_secs(1) } else { Duration::from_secs(60) };
     let reporter = scheduler.clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
@@ -74,9 +68,7 @@ async fn main() -> rota::Result<()> {
             scheduler.stop().await?;
         }
         None => {
-            tokio::signal::ctrl_c()
-                .await
-                .expect("install Ctrl-C handler");
+            tokio::signal::ctrl_c().await.expect("install Ctrl-C handler");
             scheduler.stop().await?;
         }
     }

@@ -16,10 +16,7 @@ async fn main() -> rota::Result<()> {
 
     // Create the task.
     let handler = FuncHandler::new("hello", |_ctx| async {
-        println!(
-            "Hello at {}",
-            jiff::ZonedDateTime::now().strftime("%H:%M:%S")
-        );
+        println!("Hello at {}", jiff::ZonedDateTime::now().strftime("%H:%M:%S"));
         Ok(())
     });
     let task = DefaultTask::new("hello", "Say hello", "0 * * * * *", handler);
@@ -34,10 +31,7 @@ async fn main() -> rota::Result<()> {
     );
 
     // Keep running.
-    match std::env::var("ROTA_RUN_FOR")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+    match std::env::var("ROTA_RUN_FOR").ok().and_then(|s| s.parse::<u64>().ok()) {
         Some(secs) => {
             global::run_now("hello").await?;
             tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -47,9 +41,7 @@ async fn main() -> rota::Result<()> {
             assert!(stats.run_count >= 1, "the hello task ran");
         }
         None => {
-            tokio::signal::ctrl_c()
-                .await
-                .expect("install Ctrl-C handler");
+            tokio::signal::ctrl_c().await.expect("install Ctrl-C handler");
             global::stop_scheduler().await?;
         }
     }

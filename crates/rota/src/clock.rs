@@ -82,12 +82,7 @@ impl ManualClock {
     /// A clock that reads `start` until moved.
     pub fn new(start: Timestamp) -> Self {
         let (tx, _) = watch::channel(0);
-        ManualClock {
-            inner: Arc::new(ManualInner {
-                now: Mutex::new(start),
-                changed: tx,
-            }),
-        }
+        ManualClock { inner: Arc::new(ManualInner { now: Mutex::new(start), changed: tx }) }
     }
 
     /// Moves the clock forward by `d`.
@@ -107,9 +102,7 @@ impl ManualClock {
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManualClock")
-            .field("now", &self.now())
-            .finish()
+        f.debug_struct("ManualClock").field("now", &self.now()).finish()
     }
 }
 

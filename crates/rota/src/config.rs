@@ -168,11 +168,7 @@ impl SchedulerConfig {
             (Some(m), _) => m,
             (None, _) => Arc::new(DefaultMonitor::with_clock(clock.clone())),
         };
-        let monitor: Arc<dyn Monitor> = if self.metrics {
-            monitor
-        } else {
-            Arc::new(NoopMonitor)
-        };
+        let monitor: Arc<dyn Monitor> = if self.metrics { monitor } else { Arc::new(NoopMonitor) };
         Ok(DefaultScheduler::from_settings(Settings {
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             monitor,
@@ -199,9 +195,7 @@ impl Monitor for NoopMonitor {
     fn record_scheduler_pause(&self) {}
     fn record_scheduler_resume(&self) {}
     fn task_metrics(&self, task_id: &str) -> Result<crate::monitor::TaskMetrics> {
-        Err(Error::TaskNotFound {
-            id: task_id.to_string(),
-        })
+        Err(Error::TaskNotFound { id: task_id.to_string() })
     }
     fn scheduler_metrics(&self) -> crate::monitor::SchedulerMetrics {
         crate::monitor::SchedulerMetrics::default()

@@ -121,12 +121,7 @@ impl ParseError {
         field: Option<CronField>,
         reason: impl Into<String>,
     ) -> Self {
-        ParseError {
-            kind,
-            expr: expr.to_string(),
-            field,
-            reason: reason.into(),
-        }
+        ParseError { kind, expr: expr.to_string(), field, reason: reason.into() }
     }
 
     /// The whole expression as given.

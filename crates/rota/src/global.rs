@@ -34,10 +34,7 @@ static GLOBAL: RwLock<Option<DefaultScheduler>> = RwLock::new(None);
 /// Creates the global scheduler on `store` (the seed's `Init`). A second call
 /// replaces the scheduler (stop the old one first).
 pub fn init(store: Arc<dyn Store>) {
-    let s = SchedulerConfig::new()
-        .store(store)
-        .build()
-        .expect("default settings are valid");
+    let s = SchedulerConfig::new().store(store).build().expect("default settings are valid");
     *GLOBAL.write().unwrap() = Some(s);
 }
 
@@ -48,13 +45,9 @@ pub fn init_with(scheduler: DefaultScheduler) {
 
 /// The global scheduler (the seed's `GetScheduler`).
 pub fn scheduler() -> Result<DefaultScheduler> {
-    GLOBAL
-        .read()
-        .unwrap()
-        .clone()
-        .ok_or_else(|| Error::StoreNotInitialized {
-            what: "the global scheduler: call rota::global::init first".into(),
-        })
+    GLOBAL.read().unwrap().clone().ok_or_else(|| Error::StoreNotInitialized {
+        what: "the global scheduler: call rota::global::init first".into(),
+    })
 }
 
 /// The global scheduler's monitor (the seed's `GetMonitor`).

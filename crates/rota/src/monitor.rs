@@ -512,11 +512,7 @@ impl DefaultMonitor {
     /// Sets the sliding window of [`PerformanceMetrics`] (60 seconds by
     /// default). A zero window is raised to one second.
     pub fn with_window(mut self, window: Duration) -> Self {
-        self.window = if window.is_zero() {
-            Duration::from_secs(1)
-        } else {
-            window
-        };
+        self.window = if window.is_zero() { Duration::from_secs(1) } else { window };
         self
     }
 
@@ -538,9 +534,7 @@ impl DefaultMonitor {
     pub fn top_tasks(&self, limit: usize) -> Vec<TaskMetrics> {
         let mut all = self.all_task_metrics();
         all.sort_by(|a, b| {
-            b.total_executions
-                .cmp(&a.total_executions)
-                .then_with(|| a.task_id.cmp(&b.task_id))
+            b.total_executions.cmp(&a.total_executions).then_with(|| a.task_id.cmp(&b.task_id))
         });
         all.truncate(limit);
         all
@@ -590,11 +584,7 @@ impl DefaultMonitor {
                 sys::seconds_since_process_start().unwrap_or(0.0),
             ),
         };
-        let usage = if wall > 0.0 {
-            (used / wall * 100.0).max(0.0)
-        } else {
-            0.0
-        };
+        let usage = if wall > 0.0 { (used / wall * 100.0).max(0.0) } else { 0.0 };
         cpu.last = Some((ticks, now));
         cpu.last_usage = usage;
         usage
@@ -673,9 +663,7 @@ impl Monitor for DefaultMonitor {
         let state = self.lock();
         match state.tasks.get(task_id) {
             Some(task) => Ok(task.metrics(task_id)),
-            None => Err(Error::TaskNotFound {
-                id: task_id.to_owned(),
-            }),
+            None => Err(Error::TaskNotFound { id: task_id.to_owned() }),
         }
     }
 
@@ -797,12 +785,7 @@ mod sys {
     pub(super) fn resident_mib() -> Option<f64> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: f64 = line["VmRSS:".len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
+        let kib: f64 = line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kib / 1024.0)
     }
 
@@ -812,11 +795,7 @@ mod sys {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         // The command name is in parentheses and may hold spaces or ')'.
         let rest = &stat[stat.rfind(')')? + 1..];
-        Some(
-            rest.split_whitespace()
-                .map(|f| f.parse().unwrap_or(0))
-                .collect(),
-        )
+        Some(rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
     }
 
     /// User plus system CPU time of the whole process, in clock ticks.
@@ -887,10 +866,7 @@ mod tests {
         assert_eq!(t.total_duration, 100 * MS);
         assert_eq!(t.average_duration, 20 * MS);
         // Ended at 10:00:04, before the last advance.
-        assert_eq!(
-            t.last_execution.unwrap().to_string(),
-            "2026-12-04T10:00:04Z"
-        );
+        assert_eq!(t.last_execution.unwrap().to_string(), "2026-12-04T10:00:04Z");
 
         // The first run sets the minimum even when it is not zero.
         run(&m, "b", 40, None);
@@ -917,10 +893,7 @@ mod tests {
         assert_eq!(s.uptime, Duration::ZERO);
         assert_eq!(s.started_at, None);
         let p = m.performance_metrics();
-        assert_eq!(
-            (p.throughput, p.error_rate, p.average_latency),
-            (0.0, 0.0, 0.0)
-        );
+        assert_eq!((p.throughput, p.error_rate, p.average_latency), (0.0, 0.0, 0.0));
     }
 
     #[test]
@@ -938,10 +911,7 @@ mod tests {
         assert_eq!(a.success_rate, 75.0);
         assert_eq!(a.last_error, "boom");
         let b = m.task_metrics("b").unwrap();
-        assert_eq!(
-            (b.successful_runs, b.failed_runs, b.success_rate),
-            (0, 1, 0.0)
-        );
+        assert_eq!((b.successful_runs, b.failed_runs, b.success_rate), (0, 1, 0.0));
         assert_eq!(b.last_error, "disk full");
 
         // A later success keeps the last error message.
@@ -951,21 +921,10 @@ mod tests {
         assert_eq!(m.task_metrics("a").unwrap().last_error, "x");
 
         let s = m.scheduler_metrics();
-        assert_eq!(
-            (s.total_executions, s.successful_runs, s.failed_runs),
-            (7, 4, 3)
-        );
-        assert!(
-            (s.success_rate - 400.0 / 7.0).abs() < 1e-9,
-            "{}",
-            s.success_rate
-        );
+        assert_eq!((s.total_executions, s.successful_runs, s.failed_runs), (7, 4, 3));
+        assert!((s.success_rate - 400.0 / 7.0).abs() < 1e-9, "{}", s.success_rate);
         let p = m.performance_metrics();
-        assert!(
-            (p.error_rate - 300.0 / 7.0).abs() < 1e-9,
-            "{}",
-            p.error_rate
-        );
+        assert!((p.error_rate - 300.0 / 7.0).abs() < 1e-9, "{}", p.error_rate);
     }
 
     #[test]
@@ -982,11 +941,7 @@ mod tests {
         }
         let p = m.performance_metrics();
         assert_eq!(p.throughput, 1.0); // 60 runs / 60 s
-        assert!(
-            (p.error_rate - 100.0 / 60.0).abs() < 1e-9,
-            "{}",
-            p.error_rate
-        );
+        assert!((p.error_rate - 100.0 / 60.0).abs() < 1e-9, "{}", p.error_rate);
 
         // At t=60s the first 30 are out of the window, and the failure with them.
         clock.advance(Duration::from_secs(20));
@@ -1033,10 +988,7 @@ mod tests {
         assert_eq!(state.window_failures, MAX_WINDOW_SAMPLES as u64);
         drop(state);
         assert_eq!(m.performance_metrics().error_rate, 100.0);
-        assert_eq!(
-            m.scheduler_metrics().failed_runs,
-            MAX_WINDOW_SAMPLES as i64 + 10
-        );
+        assert_eq!(m.scheduler_metrics().failed_runs, MAX_WINDOW_SAMPLES as i64 + 10);
     }
 
     #[test]
@@ -1048,11 +1000,7 @@ mod tests {
         let a = m.task_metrics("a").unwrap();
         assert_eq!((a.average_latency, a.max_latency), (20 * MS, 30 * MS));
         let p = m.performance_metrics();
-        assert!(
-            (p.average_latency - 14.0).abs() < 1e-9,
-            "{}",
-            p.average_latency
-        );
+        assert!((p.average_latency - 14.0).abs() < 1e-9, "{}", p.average_latency);
 
         // Old latencies leave the window; the task's figures keep them.
         clock.advance(Duration::from_secs(30));
@@ -1153,10 +1101,7 @@ mod tests {
         // Counts before cleanup exclude tasks marked as removed.
         assert_eq!(m.scheduler_metrics().total_tasks, 2); // keep, renamed
         m.cleanup();
-        assert_eq!(
-            m.task_metrics("gone").unwrap_err().kind(),
-            ErrorKind::TaskNotFound
-        );
+        assert_eq!(m.task_metrics("gone").unwrap_err().kind(), ErrorKind::TaskNotFound);
         assert!(m.task_metrics("keep").is_ok());
         assert_eq!(m.task_metrics("renamed").unwrap().task_name, "R2");
         // Still running: kept until a cleanup after the run ends.
@@ -1164,18 +1109,11 @@ mod tests {
         m.record_task_complete("busy", MS, None);
         m.cleanup();
         assert!(m.task_metrics("busy").is_err());
-        let ids: Vec<_> = m
-            .all_task_metrics()
-            .into_iter()
-            .map(|t| t.task_id)
-            .collect();
+        let ids: Vec<_> = m.all_task_metrics().into_iter().map(|t| t.task_id).collect();
         assert_eq!(ids, ["keep", "renamed"]);
         // Scheduler totals keep the dropped tasks' runs.
         let s = m.scheduler_metrics();
-        assert_eq!(
-            (s.total_executions, s.failed_runs, s.running_tasks),
-            (3, 1, 0)
-        );
+        assert_eq!((s.total_executions, s.failed_runs, s.running_tasks), (3, 1, 0));
     }
 
     #[test]
@@ -1196,10 +1134,7 @@ mod tests {
         m.record_task_missed("a", 3);
         m.record_task_missed("b", 1);
         let a = m.task_metrics("a").unwrap();
-        assert_eq!(
-            (a.skipped_runs, a.missed_runs, a.total_executions),
-            (2, 3, 0)
-        );
+        assert_eq!((a.skipped_runs, a.missed_runs, a.total_executions), (2, 3, 0));
         let s = m.scheduler_metrics();
         assert_eq!((s.skipped_runs, s.missed_runs), (2, 4));
         assert_eq!((s.total_tasks, s.enabled_tasks), (2, 2));
@@ -1292,31 +1227,16 @@ mod tests {
         assert_eq!(v["uptime"], 2_000_000_000i64);
         assert_eq!(v["running_tasks"], 0);
         assert_eq!(v["started_at"], "2026-12-04T10:00:00Z");
-        for key in [
-            "total_tasks",
-            "enabled_tasks",
-            "successful_runs",
-            "last_activity",
-        ] {
+        for key in ["total_tasks", "enabled_tasks", "successful_runs", "last_activity"] {
             assert!(v.get(key).is_some(), "{key}");
         }
         assert_eq!(serde_json::from_value::<SchedulerMetrics>(v).unwrap(), s);
 
-        let p = PerformanceMetrics {
-            throughput: 1.5,
-            cpu_usage: 3.0,
-            ..Default::default()
-        };
+        let p = PerformanceMetrics { throughput: 1.5, cpu_usage: 3.0, ..Default::default() };
         let v = serde_json::to_value(&p).unwrap();
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         keys.sort();
-        let mut want = [
-            "throughput",
-            "average_latency",
-            "error_rate",
-            "memory_usage",
-            "cpu_usage",
-        ];
+        let mut want = ["throughput", "average_latency", "error_rate", "memory_usage", "cpu_usage"];
         want.sort();
         assert_eq!(keys, want);
 
@@ -1338,31 +1258,15 @@ mod tests {
             #[serde(with = "duration_nanos_opt", default)]
             d: Option<Duration>,
         }
-        let some = T {
-            d: Some(Duration::new(1, 5)),
-        };
+        let some = T { d: Some(Duration::new(1, 5)) };
         assert_eq!(serde_json::to_string(&some).unwrap(), r#"{"d":1000000005}"#);
-        assert_eq!(
-            serde_json::from_str::<T>(r#"{"d":1000000005}"#).unwrap(),
-            some
-        );
-        assert_eq!(
-            serde_json::to_string(&T { d: None }).unwrap(),
-            r#"{"d":null}"#
-        );
+        assert_eq!(serde_json::from_str::<T>(r#"{"d":1000000005}"#).unwrap(), some);
+        assert_eq!(serde_json::to_string(&T { d: None }).unwrap(), r#"{"d":null}"#);
         assert_eq!(serde_json::from_str::<T>("{}").unwrap(), T { d: None });
-        assert_eq!(
-            serde_json::from_str::<T>(r#"{"d":null}"#).unwrap(),
-            T { d: None }
-        );
+        assert_eq!(serde_json::from_str::<T>(r#"{"d":null}"#).unwrap(), T { d: None });
         // Saturates rather than wraps.
-        let huge = T {
-            d: Some(Duration::MAX),
-        };
-        assert_eq!(
-            serde_json::to_string(&huge).unwrap(),
-            format!(r#"{{"d":{}}}"#, i64::MAX)
-        );
+        let huge = T { d: Some(Duration::MAX) };
+        assert_eq!(serde_json::to_string(&huge).unwrap(), format!(r#"{{"d":{}}}"#, i64::MAX));
     }
 
     #[test]

@@ -137,18 +137,13 @@ where
 {
     /// A handler named `name` that runs `f`.
     pub fn new(name: impl Into<String>, f: F) -> Arc<Self> {
-        Arc::new(FuncHandler {
-            name: name.into(),
-            f,
-        })
+        Arc::new(FuncHandler { name: name.into(), f })
     }
 }
 
 impl<F> fmt::Debug for FuncHandler<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FuncHandler")
-            .field("name", &self.name)
-            .finish()
+        f.debug_struct("FuncHandler").field("name", &self.name).finish()
     }
 }
 
@@ -345,9 +340,7 @@ pub(crate) mod nanos {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let n = i64::deserialize(d)?;
         if n < 0 {
-            return Err(serde::de::Error::custom(format!(
-                "negative duration: {n} ns"
-            )));
+            return Err(serde::de::Error::custom(format!("negative duration: {n} ns")));
         }
         Ok(Duration::from_nanos(n as u64))
     }
@@ -366,9 +359,7 @@ pub(crate) mod nanos {
 pub fn task_id_for(name: &str) -> String {
     let plain = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if plain {
         return name.to_string();
     }
@@ -380,13 +371,7 @@ pub fn task_id_for(name: &str) -> String {
     }
     let mut slug: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
         .take(40)
         .collect();
     while slug.contains("--") {
@@ -455,10 +440,7 @@ impl DefaultTask {
             name: t.name().to_string(),
             description: t.description().to_string(),
             schedule: t.schedule().to_string(),
-            handler_name: t
-                .handler()
-                .map(|h| h.name().to_string())
-                .unwrap_or_default(),
+            handler_name: t.handler().map(|h| h.name().to_string()).unwrap_or_default(),
             handler: t.handler(),
             enabled: t.enabled(),
             created_at: t.created_at(),
@@ -488,15 +470,10 @@ impl DefaultTask {
     /// The schedule's parse error, attached to this task.
     pub fn parsed_schedule(&self) -> Result<Schedule> {
         if let Some(e) = &self.pending_error {
-            return Err(Error::TaskSchedule {
-                task: self.name.clone(),
-                source: (**e).clone(),
-            });
+            return Err(Error::TaskSchedule { task: self.name.clone(), source: (**e).clone() });
         }
-        Schedule::parse(&self.schedule).map_err(|source| Error::TaskSchedule {
-            task: self.name.clone(),
-            source,
-        })
+        Schedule::parse(&self.schedule)
+            .map_err(|source| Error::TaskSchedule { task: self.name.clone(), source })
     }
 
     /// The task's own time zone (IANA name), if set.
@@ -582,19 +559,13 @@ impl DefaultTask {
 
     fn validate_inner(&self) -> Result<()> {
         if self.name.is_empty() {
-            return Err(Error::TaskNameRequired {
-                id: self.id.clone(),
-            });
+            return Err(Error::TaskNameRequired { id: self.id.clone() });
         }
         if self.id.is_empty() {
-            return Err(Error::TaskIdRequired {
-                name: self.name.clone(),
-            });
+            return Err(Error::TaskIdRequired { name: self.name.clone() });
         }
         if self.handler.is_none() {
-            return Err(Error::TaskHandlerRequired {
-                task: self.name.clone(),
-            });
+            return Err(Error::TaskHandlerRequired { task: self.name.clone() });
         }
         if let Some(z) = &self.time_zone {
             if TimeZone::get(z).is_err() {
@@ -726,10 +697,7 @@ impl Task for DefaultTask {
             message: e.to_string(),
         })?;
         if t.handler_name.is_empty()
-            || self
-                .handler
-                .as_ref()
-                .is_some_and(|h| h.name() == t.handler_name)
+            || self.handler.as_ref().is_some_and(|h| h.name() == t.handler_name)
         {
             t.handler = self.handler.clone();
             if t.handler_name.is_empty() {
@@ -779,9 +747,7 @@ impl TaskBuilder {
         schedule: impl Into<String>,
         handler: Arc<dyn TaskHandler>,
     ) -> Self {
-        TaskBuilder {
-            task: DefaultTask::new(name, description, schedule, handler),
-        }
+        TaskBuilder { task: DefaultTask::new(name, description, schedule, handler) }
     }
 
     /// Starts from an existing task.
@@ -894,11 +860,7 @@ pub fn every_day(handler: Arc<dyn TaskHandler>) -> DefaultTask {
 /// Every day at `hour:minute` (the seed's `Daily`); out-of-range values fail
 /// validation naming the field.
 pub fn daily(hour: i64, minute: i64, handler: Arc<dyn TaskHandler>) -> DefaultTask {
-    named(
-        format!("0 {minute} {hour} * * *"),
-        &format!("daily at {hour:02}:{minute:02}"),
-        handler,
-    )
+    named(format!("0 {minute} {hour} * * *"), &format!("daily at {hour:02}:{minute:02}"), handler)
 }
 
 /// A cron expression (the seed's `Cron`).
@@ -910,11 +872,7 @@ pub fn cron(expr: impl Into<String>, handler: Arc<dyn TaskHandler>) -> DefaultTa
 /// fails validation with `InvalidTimeFormat`.
 pub fn at(time: &str, handler: Arc<dyn TaskHandler>) -> DefaultTask {
     match parse_time_of_day(time) {
-        Ok((h, m, s)) => named(
-            format!("{s} {m} {h} * * *"),
-            &format!("daily at {time}"),
-            handler,
-        ),
+        Ok((h, m, s)) => named(format!("{s} {m} {h} * * *"), &format!("daily at {time}"), handler),
         Err(e) => {
             let mut t = named(String::new(), &format!("daily at {time}"), handler);
             t.pending_error = Some(Box::new(e));
@@ -931,17 +889,13 @@ pub(crate) fn parse_time_of_day(s: &str) -> std::result::Result<(u32, u32, u32),
         return Err(bad("expected HH:MM or HH:MM:SS".into()));
     }
     let mut vals = [0u32; 3];
-    for (i, (p, (name, max))) in parts
-        .iter()
-        .zip([("hour", 23), ("minute", 59), ("second", 59)])
-        .enumerate()
+    for (i, (p, (name, max))) in
+        parts.iter().zip([("hour", 23), ("minute", 59), ("second", 59)]).enumerate()
     {
         if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad(format!("{name} {p:?} must be two digits")));
         }
-        let v: u32 = p
-            .parse()
-            .map_err(|_| bad(format!("{name} {p:?} is not a number")))?;
+        let v: u32 = p.parse().map_err(|_| bad(format!("{name} {p:?} is not a number")))?;
         if v > max {
             return Err(bad(format!("{name} {v} is out of range 0-{max}")));
         }

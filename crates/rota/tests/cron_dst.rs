@@ -25,10 +25,7 @@ fn rfc(z: &ZonedDateTime) -> String {
 /// The next `n` fires after `from` in `zone`, as RFC 3339 with offset.
 fn next_n(expr: &str, zone: &str, from: &str, n: usize) -> Vec<String> {
     let c = CronExpression::parse(expr).unwrap();
-    c.upcoming(&zdt(from, zone))
-        .take(n)
-        .map(|z| rfc(&z))
-        .collect()
+    c.upcoming(&zdt(from, zone)).take(n).map(|z| rfc(&z)).collect()
 }
 
 fn prev(expr: &str, zone: &str, from: &str) -> String {
@@ -43,11 +40,7 @@ fn fixed_time_in_spring_gap_fires_once_at_gap_end() {
     // Before the change.
     assert_eq!(
         next_n("30 2 * * *", NY, "2026-03-07T12:00:00-05:00", 3),
-        [
-            "2026-03-08T03:00:00-04:00",
-            "2026-03-09T02:30:00-04:00",
-            "2026-03-10T02:30:00-04:00"
-        ]
+        ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00", "2026-03-10T02:30:00-04:00"]
     );
     // Exactly at the gap's end: that fire is not after `from`.
     assert_eq!(
@@ -67,11 +60,7 @@ fn fixed_time_in_spring_gap_fires_once_at_gap_end() {
     // A range of hours is still fixed-time (Vixie's rule).
     assert_eq!(
         next_n("30 1-3 * * *", NY, "2026-03-08T00:00:00-05:00", 3),
-        [
-            "2026-03-08T01:30:00-05:00",
-            "2026-03-08T03:00:00-04:00",
-            "2026-03-08T03:30:00-04:00"
-        ]
+        ["2026-03-08T01:30:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T03:30:00-04:00"]
     );
 }
 
@@ -151,19 +140,10 @@ fn elapsed_time_jobs_skip_the_gap_and_repeat_the_fold() {
 fn every_fifteen_minutes_is_fifteen_real_minutes_through_both_changes() {
     for from in ["2026-03-07T00:00:00-05:00", "2026-10-31T00:00:00-04:00"] {
         let c = CronExpression::parse("0 */15 * * * *").unwrap();
-        let fires: Vec<Timestamp> = c
-            .upcoming(&zdt(from, NY))
-            .take(4 * 72)
-            .map(|z| z.timestamp())
-            .collect();
+        let fires: Vec<Timestamp> =
+            c.upcoming(&zdt(from, NY)).take(4 * 72).map(|z| z.timestamp()).collect();
         for w in fires.windows(2) {
-            assert_eq!(
-                w[1].as_second() - w[0].as_second(),
-                900,
-                "between {} and {}",
-                w[0],
-                w[1]
-            );
+            assert_eq!(w[1].as_second() - w[0].as_second(), 900, "between {} and {}", w[0], w[1]);
         }
     }
 }
@@ -212,11 +192,7 @@ fn lord_howe_half_hour_shift() {
     );
     assert_eq!(
         next_n("0 */15 * * * *", LH, "2026-10-04T01:40:00+10:30", 3),
-        [
-            "2026-10-04T01:45:00+10:30",
-            "2026-10-04T02:30:00+11:00",
-            "2026-10-04T02:45:00+11:00"
-        ]
+        ["2026-10-04T01:45:00+10:30", "2026-10-04T02:30:00+11:00", "2026-10-04T02:45:00+11:00"]
     );
     // 01:30-02:00 repeats on 5 April.
     assert_eq!(
@@ -249,11 +225,7 @@ fn santiago_skips_midnight() {
     );
     assert_eq!(
         next_n("0 */30 * * * *", S, "2026-09-05T23:10:00-04:00", 3),
-        [
-            "2026-09-05T23:30:00-04:00",
-            "2026-09-06T01:00:00-03:00",
-            "2026-09-06T01:30:00-03:00"
-        ]
+        ["2026-09-05T23:30:00-04:00", "2026-09-06T01:00:00-03:00", "2026-09-06T01:30:00-03:00"]
     );
     // 23:00-24:00 of 4 April repeats.
     assert_eq!(
@@ -278,22 +250,10 @@ fn santiago_skips_midnight() {
 
 #[test]
 fn prev_run_mirrors_the_rules() {
-    assert_eq!(
-        prev("30 2 * * *", NY, "2026-03-08T03:00:01-04:00"),
-        "2026-03-08T03:00:00-04:00"
-    );
-    assert_eq!(
-        prev("30 2 * * *", NY, "2026-03-08T03:00:00-04:00"),
-        "2026-03-07T02:30:00-05:00"
-    );
-    assert_eq!(
-        prev("30 1 * * *", NY, "2026-11-01T01:40:00-05:00"),
-        "2026-11-01T01:30:00-04:00"
-    );
-    assert_eq!(
-        prev("30 1 * * *", NY, "2026-11-01T01:20:00-05:00"),
-        "2026-11-01T01:30:00-04:00"
-    );
+    assert_eq!(prev("30 2 * * *", NY, "2026-03-08T03:00:01-04:00"), "2026-03-08T03:00:00-04:00");
+    assert_eq!(prev("30 2 * * *", NY, "2026-03-08T03:00:00-04:00"), "2026-03-07T02:30:00-05:00");
+    assert_eq!(prev("30 1 * * *", NY, "2026-11-01T01:40:00-05:00"), "2026-11-01T01:30:00-04:00");
+    assert_eq!(prev("30 1 * * *", NY, "2026-11-01T01:20:00-05:00"), "2026-11-01T01:30:00-04:00");
     assert_eq!(
         prev("0 */15 * * * *", NY, "2026-03-08T03:00:00-04:00"),
         "2026-03-08T01:45:00-05:00"
@@ -307,11 +267,7 @@ fn prev_run_mirrors_the_rules() {
         "2026-11-01T01:45:00-04:00"
     );
     assert_eq!(
-        prev(
-            "15 2 * * *",
-            "Australia/Lord_Howe",
-            "2026-10-04T03:00:00+11:00"
-        ),
+        prev("15 2 * * *", "Australia/Lord_Howe", "2026-10-04T03:00:00+11:00"),
         "2026-10-04T02:30:00+11:00"
     );
     assert_eq!(
@@ -322,27 +278,14 @@ fn prev_run_mirrors_the_rules() {
 
 #[test]
 fn upcoming_is_strictly_increasing_across_many_transitions() {
-    for zone in [
-        NY,
-        "Europe/London",
-        "Australia/Lord_Howe",
-        "America/Santiago",
-    ] {
-        for expr in [
-            "30 2 * * *",
-            "0 */15 * * * *",
-            "0 0 * * *",
-            "30 1-2 * * *",
-            "*/20 * * * * *",
-        ] {
+    for zone in [NY, "Europe/London", "Australia/Lord_Howe", "America/Santiago"] {
+        for expr in ["30 2 * * *", "0 */15 * * * *", "0 0 * * *", "30 1-2 * * *", "*/20 * * * * *"]
+        {
             let c = CronExpression::parse(expr).unwrap();
             let from = zdt("2025-12-30T00:00:00Z", zone);
             let limit = if expr.starts_with("*/20") { 2000 } else { 800 };
-            let fires: Vec<Timestamp> = c
-                .upcoming(&from)
-                .take(limit)
-                .map(|z| z.timestamp())
-                .collect();
+            let fires: Vec<Timestamp> =
+                c.upcoming(&from).take(limit).map(|z| z.timestamp()).collect();
             assert!(fires.windows(2).all(|w| w[0] < w[1]), "{expr} in {zone}");
         }
     }
@@ -356,8 +299,5 @@ fn schedule_zone_prefix_wins_over_caller_zone() {
     assert_eq!(rfc(&next), "2026-12-05T09:00:00+09:00");
     assert_eq!(next.time_zone().iana_name(), Some("Asia/Tokyo"));
     let c = CronExpression::parse("TZ=Europe/London 0 9 * * *").unwrap();
-    assert_eq!(
-        c.time_zone().and_then(|t| t.iana_name()),
-        Some("Europe/London")
-    );
+    assert_eq!(c.time_zone().and_then(|t| t.iana_name()), Some("Europe/London"));
 }

@@ -24,28 +24,19 @@ fn err(expr: &str) -> rota::ParseError {
 
 #[test]
 fn five_six_and_seven_fields() {
-    assert_eq!(
-        next_utc("30 2 * * *", "2026-12-04T10:00:00Z", 1),
-        ["2026-12-05T02:30:00Z"]
-    );
+    assert_eq!(next_utc("30 2 * * *", "2026-12-04T10:00:00Z", 1), ["2026-12-05T02:30:00Z"]);
     assert_eq!(
         next_utc("0 * * * * *", "2026-12-04T10:00:30Z", 2),
         ["2026-12-04T10:01:00Z", "2026-12-04T10:02:00Z"]
     );
-    assert_eq!(
-        next_utc("0 0 2 * * *", "2026-12-04T10:00:00Z", 1),
-        ["2026-12-05T02:00:00Z"]
-    );
+    assert_eq!(next_utc("0 0 2 * * *", "2026-12-04T10:00:00Z", 1), ["2026-12-05T02:00:00Z"]);
     assert_eq!(
         next_utc("0 0 0 1 1 * 2028,2030", "2026-12-04T10:00:00Z", 2),
         ["2028-01-01T00:00:00Z", "2030-01-01T00:00:00Z"]
     );
     let c = CronExpression::parse("0 0 0 1 1 ? 2027-2029").unwrap();
     assert_eq!(c.year(), vec![2027, 2028, 2029]);
-    assert_eq!(
-        CronExpression::parse("0 0 0 1 1 * *").unwrap().year().len(),
-        230
-    );
+    assert_eq!(CronExpression::parse("0 0 0 1 1 * *").unwrap().year().len(), 230);
 }
 
 #[test]
@@ -84,10 +75,7 @@ fn vixie_or_rule_when_both_day_fields_are_restricted() {
         next_utc("0 0 */2 * FRI", "2026-12-01T00:00:00Z", 2),
         ["2026-12-11T00:00:00Z", "2026-12-25T00:00:00Z"]
     );
-    assert_eq!(
-        next_utc("0 0 ? * FRI", "2026-12-01T00:00:00Z", 1),
-        ["2026-12-04T00:00:00Z"]
-    );
+    assert_eq!(next_utc("0 0 ? * FRI", "2026-12-01T00:00:00Z", 1), ["2026-12-04T00:00:00Z"]);
 }
 
 #[test]
@@ -95,35 +83,16 @@ fn quartz_specials() {
     // Last day, third-to-last day.
     assert_eq!(
         next_utc("0 0 L * *", "2027-01-15T00:00:00Z", 3),
-        [
-            "2027-01-31T00:00:00Z",
-            "2027-02-28T00:00:00Z",
-            "2027-03-31T00:00:00Z"
-        ]
+        ["2027-01-31T00:00:00Z", "2027-02-28T00:00:00Z", "2027-03-31T00:00:00Z"]
     );
-    assert_eq!(
-        next_utc("0 0 L-3 2 *", "2028-01-01T00:00:00Z", 1),
-        ["2028-02-26T00:00:00Z"]
-    );
+    assert_eq!(next_utc("0 0 L-3 2 *", "2028-01-01T00:00:00Z", 1), ["2028-02-26T00:00:00Z"]);
     // 15W: 15 Aug 2026 is a Saturday, so Friday the 14th; 15 Nov 2026 a Sunday, so Monday the 16th.
-    assert_eq!(
-        next_utc("0 0 15W 8 *", "2026-01-01T00:00:00Z", 1),
-        ["2026-08-14T00:00:00Z"]
-    );
-    assert_eq!(
-        next_utc("0 0 15W 11 *", "2026-01-01T00:00:00Z", 1),
-        ["2026-11-16T00:00:00Z"]
-    );
+    assert_eq!(next_utc("0 0 15W 8 *", "2026-01-01T00:00:00Z", 1), ["2026-08-14T00:00:00Z"]);
+    assert_eq!(next_utc("0 0 15W 11 *", "2026-01-01T00:00:00Z", 1), ["2026-11-16T00:00:00Z"]);
     // 1W on Saturday 1 Aug 2026 stays in the month: Monday the 3rd.
-    assert_eq!(
-        next_utc("0 0 1W 8 *", "2026-01-01T00:00:00Z", 1),
-        ["2026-08-03T00:00:00Z"]
-    );
+    assert_eq!(next_utc("0 0 1W 8 *", "2026-01-01T00:00:00Z", 1), ["2026-08-03T00:00:00Z"]);
     // LW: 31 Jan 2027 is a Sunday, so Friday the 29th.
-    assert_eq!(
-        next_utc("0 0 LW 1 *", "2027-01-01T00:00:00Z", 1),
-        ["2027-01-29T00:00:00Z"]
-    );
+    assert_eq!(next_utc("0 0 LW 1 *", "2027-01-01T00:00:00Z", 1), ["2027-01-29T00:00:00Z"]);
     // Last Friday, as 5L and FRIL.
     for e in ["0 0 12 ? * 5L", "0 0 12 ? * FRIL", "0 0 12 ? * friL"] {
         assert_eq!(
@@ -165,15 +134,11 @@ fn descriptors_and_intervals() {
     assert_eq!(n1.to_string(), "2026-12-04T10:01:40Z");
     let later: Timestamp = "2026-12-04T10:02:00Z".parse().unwrap();
     assert_eq!(
-        s.next_after(later, &TimeZone::UTC, anchor)
-            .unwrap()
-            .to_string(),
+        s.next_after(later, &TimeZone::UTC, anchor).unwrap().to_string(),
         "2026-12-04T10:03:10Z"
     );
     assert_eq!(
-        s.prev_before(later, &TimeZone::UTC, anchor)
-            .unwrap()
-            .to_string(),
+        s.prev_before(later, &TimeZone::UTC, anchor).unwrap().to_string(),
         "2026-12-04T10:01:40Z"
     );
 }
@@ -192,15 +157,9 @@ fn never_firing_schedules_fail_fast() {
     // A year list that holds no leap year: parses, and next_after says None quickly.
     let c = CronExpression::parse("0 0 0 29 2 ? 2025-2027").unwrap();
     let start = std::time::Instant::now();
-    assert_eq!(
-        c.next_after("2020-01-01T00:00:00Z".parse().unwrap(), &TimeZone::UTC),
-        None
-    );
+    assert_eq!(c.next_after("2020-01-01T00:00:00Z".parse().unwrap(), &TimeZone::UTC), None);
     let c = CronExpression::parse("0 0 0 29 2 ? 2199").unwrap();
-    assert_eq!(
-        c.next_after("1970-01-01T00:00:00Z".parse().unwrap(), &TimeZone::UTC),
-        None
-    );
+    assert_eq!(c.next_after("1970-01-01T00:00:00Z".parse().unwrap(), &TimeZone::UTC), None);
     assert!(start.elapsed() < std::time::Duration::from_millis(50));
 }
 
@@ -250,19 +209,9 @@ fn errors_name_field_token_and_reason() {
             "1969 is out of range 1970-2199",
         ),
         ("* * *", ErrorKind::InvalidCronExpression, None, "got 3"),
-        (
-            "* * * * * * * *",
-            ErrorKind::InvalidCronExpression,
-            None,
-            "more than 7",
-        ),
+        ("* * * * * * * *", ErrorKind::InvalidCronExpression, None, "more than 7"),
         ("", ErrorKind::InvalidSchedule, None, "empty schedule"),
-        (
-            "1,,2 * * * *",
-            ErrorKind::InvalidCronExpression,
-            Some(CronField::Minute),
-            "empty value",
-        ),
+        ("1,,2 * * * *", ErrorKind::InvalidCronExpression, Some(CronField::Minute), "empty value"),
         (
             "*/0 * * * *",
             ErrorKind::InvalidCronExpression,
@@ -305,42 +254,17 @@ fn errors_name_field_token_and_reason() {
             Some(CronField::DayOfMonth),
             "L-n needs an offset",
         ),
-        (
-            "0 ? * * *",
-            ErrorKind::InvalidCronExpression,
-            Some(CronField::Hour),
-            "? is only allowed",
-        ),
+        ("0 ? * * *", ErrorKind::InvalidCronExpression, Some(CronField::Hour), "? is only allowed"),
         (
             "*/x * * * *",
             ErrorKind::InvalidCronExpression,
             Some(CronField::Minute),
             "is not a number",
         ),
-        (
-            "@fortnightly",
-            ErrorKind::InvalidCronExpression,
-            None,
-            "unknown descriptor",
-        ),
-        (
-            "@every",
-            ErrorKind::InvalidSchedule,
-            None,
-            "needs a duration",
-        ),
-        (
-            "@every 0s",
-            ErrorKind::InvalidSchedule,
-            None,
-            "shorter than the minimum",
-        ),
-        (
-            "@every 5x",
-            ErrorKind::InvalidSchedule,
-            None,
-            "unknown unit",
-        ),
+        ("@fortnightly", ErrorKind::InvalidCronExpression, None, "unknown descriptor"),
+        ("@every", ErrorKind::InvalidSchedule, None, "needs a duration"),
+        ("@every 0s", ErrorKind::InvalidSchedule, None, "shorter than the minimum"),
+        ("@every 5x", ErrorKind::InvalidSchedule, None, "unknown unit"),
         (
             "CRON_TZ=Mars/Base 0 0 * * *",
             ErrorKind::InvalidSchedule,
@@ -352,14 +276,8 @@ fn errors_name_field_token_and_reason() {
         let e = err(expr);
         assert_eq!(e.kind(), *kind, "{expr}: {e}");
         assert_eq!(e.field(), *field, "{expr}: {e}");
-        assert!(
-            e.to_string().contains(reason),
-            "{expr}: {e} should contain {reason:?}"
-        );
-        assert!(
-            e.to_string().contains(&format!("{expr:?}")),
-            "{e} should quote the expression"
-        );
+        assert!(e.to_string().contains(reason), "{expr}: {e} should contain {reason:?}");
+        assert!(e.to_string().contains(&format!("{expr:?}")), "{e} should quote the expression");
     }
     assert_eq!(
         err("61 0 * * *").to_string(),
@@ -379,37 +297,21 @@ fn parse_schedule_is_the_next_run_after_now() {
     let e = rota::parse_schedule("0 0 0 1 1 ? 1999").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidSchedule);
     assert!(e.to_string().contains("never fires again"), "{e}");
-    assert_eq!(
-        rota::parse_schedule("nope").unwrap_err().kind(),
-        ErrorKind::InvalidCronExpression
-    );
+    assert_eq!(rota::parse_schedule("nope").unwrap_err().kind(), ErrorKind::InvalidCronExpression);
 }
 
 #[test]
 fn explain_in_plain_english() {
     let cases = [
         ("30 2 * * MON-FRI", "at 02:30, Monday through Friday"),
-        (
-            "0 0 12 ? * FRIL",
-            "at 12:00, on the last Friday of the month",
-        ),
-        (
-            "0 0 12 ? * MON#2",
-            "at 12:00, on the second Monday of the month",
-        ),
+        ("0 0 12 ? * FRIL", "at 12:00, on the last Friday of the month"),
+        ("0 0 12 ? * MON#2", "at 12:00, on the second Monday of the month"),
         ("*/15 * * * *", "every 15 minutes"),
         ("0 9 L * *", "at 09:00, on the last day of the month"),
         ("0 0 1 1 *", "at 00:00, on the 1st of the month, in January"),
     ];
     for (expr, words) in cases {
-        assert_eq!(
-            CronExpression::parse(expr).unwrap().explain(),
-            words,
-            "{expr}"
-        );
+        assert_eq!(CronExpression::parse(expr).unwrap().explain(), words, "{expr}");
     }
-    assert_eq!(
-        Schedule::parse("@every 1h30m").unwrap().explain(),
-        "every 1 hour 30 minutes"
-    );
+    assert_eq!(Schedule::parse("@every 1h30m").unwrap().explain(), "every 1 hour 30 minutes");
 }

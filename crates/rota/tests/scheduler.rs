@@ -37,12 +37,7 @@ fn harness_with(config: impl FnOnce(SchedulerConfig) -> SchedulerConfig) -> Harn
     let events = Arc::new(Mutex::new(Vec::new()));
     let ev = events.clone();
     sched.on_event(move |e| ev.lock().unwrap().push(e.clone()));
-    Harness {
-        clock,
-        sched,
-        store,
-        events,
-    }
+    Harness { clock, sched, store, events }
 }
 
 fn harness() -> Harness {
@@ -93,26 +88,11 @@ fn ts(s: &str) -> Timestamp {
 async fn fires_at_each_scheduled_instant() {
     let h = harness();
     let (handler, calls) = recorder("tick");
-    h.sched
-        .add(DefaultTask::new("tick", "", "*/2 * * * * *", handler))
-        .await
-        .unwrap();
+    h.sched.add(DefaultTask::new("tick", "", "*/2 * * * * *", handler)).await.unwrap();
     h.sched.start().await.unwrap();
     h.tick(6).await;
-    let got: Vec<String> = calls
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(t, _)| t.to_string())
-        .collect();
-    assert_eq!(
-        got,
-        [
-            "2026-12-04T10:00:02Z",
-            "2026-12-04T10:00:04Z",
-            "2026-12-04T10:00:06Z"
-        ]
-    );
+    let got: Vec<String> = calls.lock().unwrap().iter().map(|(t, _)| t.to_string()).collect();
+    assert_eq!(got, ["2026-12-04T10:00:02Z", "2026-12-04T10:00:04Z", "2026-12-04T10:00:06Z"]);
     let stats = h.sched.task_stats("tick").unwrap();
     assert_eq!(stats.run_count, 3);
     assert_eq!(stats.next_run_at, Some(ts("2026-12-04T10:00:08Z")));
@@ -182,10 +162,7 @@ async fn retries_belong_to_the_fire_they_retry() {
     let fire = ts("2026-12-04T10:01:00Z");
     assert_eq!(got, vec![(fire, 1), (fire, 2), (fire, 3)]);
     let t = h.sched.get("flaky").unwrap();
-    assert_eq!(
-        (t.run_count(), t.failed_count(), t.retry_count()),
-        (1, 0, 2)
-    );
+    assert_eq!((t.run_count(), t.failed_count(), t.retry_count()), (1, 0, 2));
     assert_eq!(t.last_error(), "");
     assert_eq!(h.count(|e| matches!(e, Event::TaskRetried { .. })), 2);
     assert_eq!(h.count(|e| matches!(e, Event::TaskSucceeded { .. })), 1);
@@ -197,29 +174,17 @@ async fn exhausted_retries_fail_with_the_last_error() {
     let handler = FuncHandler::new("bad", |ctx| async move {
         Err(format!("attempt {} failed", ctx.attempt()).into())
     });
-    let task = TaskBuilder::new("bad", "", "0 0 0 1 1 *", handler)
-        .max_retries(2)
-        .build();
+    let task = TaskBuilder::new("bad", "", "0 0 0 1 1 *", handler).max_retries(2).build();
     h.sched.add(task).await.unwrap();
     let err = h.sched.run_now("bad").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TaskMaxRetriesExceeded);
     assert!(err.to_string().contains("attempt 3 failed"), "{err}");
     let t = h.sched.get("bad").unwrap();
-    assert_eq!(
-        (t.run_count(), t.failed_count(), t.retry_count()),
-        (1, 1, 2)
-    );
+    assert_eq!((t.run_count(), t.failed_count(), t.retry_count()), (1, 1, 2));
     assert_eq!(t.last_error(), "attempt 3 failed");
-    let hist = h
-        .sched
-        .executions(&ExecutionQuery::task("bad"))
-        .await
-        .unwrap();
+    let hist = h.sched.executions(&ExecutionQuery::task("bad")).await.unwrap();
     assert_eq!(hist.len(), 1);
-    assert_eq!(
-        (hist[0].status, hist[0].attempts),
-        (ExecutionStatus::Failed, 3)
-    );
+    assert_eq!((hist[0].status, hist[0].attempts), (ExecutionStatus::Failed, 3));
 }
 
 #[tokio::test(start_paused = true)]
@@ -232,14 +197,8 @@ async fn a_panicking_handler_is_a_failed_run_and_the_scheduler_goes_on() {
         Ok(())
     });
     let (ok, calls) = recorder("ok");
-    h.sched
-        .add(DefaultTask::new("panics", "", "* * * * * *", handler))
-        .await
-        .unwrap();
-    h.sched
-        .add(DefaultTask::new("ok", "", "* * * * * *", ok))
-        .await
-        .unwrap();
+    h.sched.add(DefaultTask::new("panics", "", "* * * * * *", handler)).await.unwrap();
+    h.sched.add(DefaultTask::new("ok", "", "* * * * * *", ok)).await.unwrap();
     h.sched.start().await.unwrap();
     h.tick(3).await;
     let t = h.sched.get("panics").unwrap();
@@ -269,39 +228,20 @@ async fn max_concurrency_bounds_running_handlers_and_the_wait_shows_in_latency()
                 Ok(())
             }
         });
-        h.sched
-            .add(DefaultTask::new(
-                format!("job{i}"),
-                "",
-                "0 * * * * *",
-                handler,
-            ))
-            .await
-            .unwrap();
+        h.sched.add(DefaultTask::new(format!("job{i}"), "", "0 * * * * *", handler)).await.unwrap();
     }
     h.sched.start().await.unwrap();
     h.tick(60).await;
     assert_eq!(running.load(Ordering::SeqCst), 2);
     h.tick(10).await;
     assert_eq!(peak.load(Ordering::SeqCst), 2);
-    let latencies: Vec<Duration> = (0..4)
-        .map(|i| {
-            h.sched
-                .task_stats(&format!("job{i}"))
-                .unwrap()
-                .average_latency
-        })
-        .collect();
+    let latencies: Vec<Duration> =
+        (0..4).map(|i| h.sched.task_stats(&format!("job{i}")).unwrap().average_latency).collect();
     let mut sorted = latencies.clone();
     sorted.sort();
     assert_eq!(
         sorted,
-        [
-            Duration::ZERO,
-            Duration::ZERO,
-            Duration::from_secs(3),
-            Duration::from_secs(3)
-        ]
+        [Duration::ZERO, Duration::ZERO, Duration::from_secs(3), Duration::from_secs(3)]
     );
 }
 
@@ -325,9 +265,7 @@ async fn overlapping_fires_are_skipped_by_default_and_allowed_on_request() {
                 Ok(())
             }
         });
-        let task = TaskBuilder::new("long", "", "* * * * * *", handler)
-            .overlap(policy)
-            .build();
+        let task = TaskBuilder::new("long", "", "* * * * * *", handler).overlap(policy).build();
         h.sched.add(task).await.unwrap();
         h.sched.start().await.unwrap();
         // Fires at :01..:05; a run takes 3.5 s: with Skip, :02-:04 are skipped, :05 runs.
@@ -338,19 +276,14 @@ async fn overlapping_fires_are_skipped_by_default_and_allowed_on_request() {
         assert_eq!(started.load(Ordering::SeqCst), expect_runs, "{policy:?}");
         let stats = h.sched.task_stats("long").unwrap();
         assert_eq!(stats.skipped_fires, expect_skipped, "{policy:?}");
-        assert_eq!(
-            h.count(|e| matches!(e, Event::TaskSkipped { .. })),
-            expect_skipped as usize
-        );
+        assert_eq!(h.count(|e| matches!(e, Event::TaskSkipped { .. })), expect_skipped as usize);
     }
 }
 
 async fn pause_resume_with(policy: MisfirePolicy) -> (Vec<String>, i64) {
     let h = harness();
     let (handler, calls) = recorder("m");
-    let task = TaskBuilder::new("m", "", "*/10 * * * * *", handler)
-        .misfire(policy)
-        .build();
+    let task = TaskBuilder::new("m", "", "*/10 * * * * *", handler).misfire(policy).build();
     h.sched.add(task).await.unwrap();
     h.sched.start().await.unwrap();
     h.tick(10).await; // 10:00:10 runs
@@ -360,12 +293,7 @@ async fn pause_resume_with(policy: MisfirePolicy) -> (Vec<String>, i64) {
     h.sched.resume().await.unwrap();
     settle().await;
     h.tick(5).await; // 11:00 runs normally
-    let got = calls
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(t, _)| t.to_string())
-        .collect();
+    let got = calls.lock().unwrap().iter().map(|(t, _)| t.to_string()).collect();
     (got, h.sched.task_stats("m").unwrap().missed_fires)
 }
 
@@ -375,14 +303,7 @@ async fn resume_follows_the_misfire_policy() {
     assert_eq!(runs, ["2026-12-04T10:00:10Z", "2026-12-04T10:01:00Z"]);
     assert_eq!(missed, 4);
     let (runs, missed) = pause_resume_with(MisfirePolicy::RunOnce).await;
-    assert_eq!(
-        runs,
-        [
-            "2026-12-04T10:00:10Z",
-            "2026-12-04T10:00:50Z",
-            "2026-12-04T10:01:00Z"
-        ]
-    );
+    assert_eq!(runs, ["2026-12-04T10:00:10Z", "2026-12-04T10:00:50Z", "2026-12-04T10:01:00Z"]);
     assert_eq!(missed, 3);
     let (runs, missed) = pause_resume_with(MisfirePolicy::RunAll { max: 2 }).await;
     assert_eq!(
@@ -413,20 +334,11 @@ async fn stop_waits_for_running_handlers_then_cancels_after_the_grace() {
             Ok(())
         }
     });
-    h.sched
-        .add(DefaultTask::new("stubborn", "", "* * * * * *", handler))
-        .await
-        .unwrap();
+    h.sched.add(DefaultTask::new("stubborn", "", "* * * * * *", handler)).await.unwrap();
     h.sched.start().await.unwrap();
     h.tick(1).await;
     h.sched.stop().await.unwrap();
-    assert_eq!(
-        (
-            finished.load(Ordering::SeqCst),
-            cancelled.load(Ordering::SeqCst)
-        ),
-        (0, 1)
-    );
+    assert_eq!((finished.load(Ordering::SeqCst), cancelled.load(Ordering::SeqCst)), (0, 1));
     assert_eq!(h.sched.status().status, Status::Stopped);
 
     // A quick handler finishes within the grace and is not cancelled.
@@ -442,10 +354,7 @@ async fn stop_waits_for_running_handlers_then_cancels_after_the_grace() {
             Ok(())
         }
     });
-    h.sched
-        .add(DefaultTask::new("quick", "", "* * * * * *", handler))
-        .await
-        .unwrap();
+    h.sched.add(DefaultTask::new("quick", "", "* * * * * *", handler)).await.unwrap();
     h.sched.start().await.unwrap();
     h.clock.advance(Duration::from_secs(1));
     tokio::task::yield_now().await;
@@ -457,36 +366,15 @@ async fn stop_waits_for_running_handlers_then_cancels_after_the_grace() {
 #[tokio::test(start_paused = true)]
 async fn state_errors_are_the_seeds() {
     let h = harness();
-    assert_eq!(
-        h.sched.stop().await.unwrap_err().kind(),
-        ErrorKind::SchedulerAlreadyStopped
-    );
-    assert_eq!(
-        h.sched.pause().await.unwrap_err().kind(),
-        ErrorKind::SchedulerNotRunning
-    );
-    assert_eq!(
-        h.sched.resume().await.unwrap_err().kind(),
-        ErrorKind::SchedulerNotPaused
-    );
+    assert_eq!(h.sched.stop().await.unwrap_err().kind(), ErrorKind::SchedulerAlreadyStopped);
+    assert_eq!(h.sched.pause().await.unwrap_err().kind(), ErrorKind::SchedulerNotRunning);
+    assert_eq!(h.sched.resume().await.unwrap_err().kind(), ErrorKind::SchedulerNotPaused);
     h.sched.start().await.unwrap();
-    assert_eq!(
-        h.sched.start().await.unwrap_err().kind(),
-        ErrorKind::SchedulerAlreadyRunning
-    );
-    assert_eq!(
-        h.sched.resume().await.unwrap_err().kind(),
-        ErrorKind::SchedulerNotPaused
-    );
+    assert_eq!(h.sched.start().await.unwrap_err().kind(), ErrorKind::SchedulerAlreadyRunning);
+    assert_eq!(h.sched.resume().await.unwrap_err().kind(), ErrorKind::SchedulerNotPaused);
     h.sched.pause().await.unwrap();
-    assert_eq!(
-        h.sched.pause().await.unwrap_err().kind(),
-        ErrorKind::SchedulerNotRunning
-    );
-    assert_eq!(
-        h.sched.start().await.unwrap_err().kind(),
-        ErrorKind::SchedulerAlreadyRunning
-    );
+    assert_eq!(h.sched.pause().await.unwrap_err().kind(), ErrorKind::SchedulerNotRunning);
+    assert_eq!(h.sched.start().await.unwrap_err().kind(), ErrorKind::SchedulerAlreadyRunning);
     h.sched.resume().await.unwrap();
     h.sched.stop().await.unwrap();
     let kinds: Vec<&str> = h
@@ -509,27 +397,15 @@ async fn state_errors_are_the_seeds() {
 async fn run_now_works_stopped_and_refuses_disabled_tasks() {
     let h = harness();
     let (handler, calls) = recorder("manual");
-    h.sched
-        .add(DefaultTask::new("manual", "", "0 0 0 1 1 *", handler))
-        .await
-        .unwrap();
+    h.sched.add(DefaultTask::new("manual", "", "0 0 0 1 1 *", handler)).await.unwrap();
     h.sched.run_now("manual").await.unwrap();
     assert_eq!(calls.lock().unwrap()[0], (ts(T0), 1));
     h.sched.disable("manual").await.unwrap();
-    assert_eq!(
-        h.sched.run_now("manual").await.unwrap_err().kind(),
-        ErrorKind::TaskDisabled
-    );
-    assert_eq!(
-        h.sched.run_now("nope").await.unwrap_err().kind(),
-        ErrorKind::TaskNotFound
-    );
+    assert_eq!(h.sched.run_now("manual").await.unwrap_err().kind(), ErrorKind::TaskDisabled);
+    assert_eq!(h.sched.run_now("nope").await.unwrap_err().kind(), ErrorKind::TaskNotFound);
     h.sched.enable("manual").await.unwrap();
     let (other, other_calls) = recorder("other");
-    h.sched
-        .add(DefaultTask::new("other", "", "0 0 0 1 1 *", other))
-        .await
-        .unwrap();
+    h.sched.add(DefaultTask::new("other", "", "0 0 0 1 1 *", other)).await.unwrap();
     h.sched.run_all().await.unwrap();
     assert_eq!(calls.lock().unwrap().len(), 2);
     assert_eq!(other_calls.lock().unwrap().len(), 1);
@@ -540,105 +416,47 @@ async fn add_remove_update_while_running_take_effect_at_once() {
     let h = harness();
     let (handler, calls) = recorder("t");
     h.sched.start().await.unwrap();
-    h.sched
-        .add(DefaultTask::new("t", "", "* * * * * *", handler.clone()))
-        .await
-        .unwrap();
-    let dup = h
-        .sched
-        .add(DefaultTask::new("t", "", "* * * * * *", handler.clone()))
-        .await
-        .unwrap_err();
+    h.sched.add(DefaultTask::new("t", "", "* * * * * *", handler.clone())).await.unwrap();
+    let dup =
+        h.sched.add(DefaultTask::new("t", "", "* * * * * *", handler.clone())).await.unwrap_err();
     assert_eq!(dup.kind(), ErrorKind::TaskAlreadyExists);
     h.tick(2).await;
     assert_eq!(calls.lock().unwrap().len(), 2);
     // Update: every 10 s from the next fire on.
-    h.sched
-        .update(DefaultTask::new("t", "", "*/10 * * * * *", handler.clone()))
-        .await
-        .unwrap();
+    h.sched.update(DefaultTask::new("t", "", "*/10 * * * * *", handler.clone())).await.unwrap();
     h.tick(8).await;
-    let got: Vec<String> = calls
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(t, _)| t.to_string())
-        .collect();
-    assert_eq!(
-        got,
-        [
-            "2026-12-04T10:00:01Z",
-            "2026-12-04T10:00:02Z",
-            "2026-12-04T10:00:10Z"
-        ]
-    );
+    let got: Vec<String> = calls.lock().unwrap().iter().map(|(t, _)| t.to_string()).collect();
+    assert_eq!(got, ["2026-12-04T10:00:01Z", "2026-12-04T10:00:02Z", "2026-12-04T10:00:10Z"]);
     h.sched.remove("t").await.unwrap();
     h.tick(30).await;
     assert_eq!(calls.lock().unwrap().len(), 3);
-    assert_eq!(
-        h.sched.remove("t").await.unwrap_err().kind(),
-        ErrorKind::TaskNotFound
-    );
-    assert_eq!(
-        h.store.get("t").await.unwrap_err().kind(),
-        ErrorKind::TaskNotFound
-    );
+    assert_eq!(h.sched.remove("t").await.unwrap_err().kind(), ErrorKind::TaskNotFound);
+    assert_eq!(h.store.get("t").await.unwrap_err().kind(), ErrorKind::TaskNotFound);
 }
 
 #[tokio::test(start_paused = true)]
 async fn invalid_tasks_are_refused_with_the_precise_error() {
     let h = harness();
     let (handler, _) = recorder("x");
-    let e = h
-        .sched
-        .add(DefaultTask::new("x", "", "0 61 * * *", handler.clone()))
-        .await
-        .unwrap_err();
+    let e =
+        h.sched.add(DefaultTask::new("x", "", "0 61 * * *", handler.clone())).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidCronExpression);
-    assert!(
-        e.to_string().contains("task \"x\"") && e.to_string().contains("hour: 61"),
-        "{e}"
-    );
-    let e = h
-        .sched
-        .add(DefaultTask::new("", "", "* * * * *", handler.clone()))
-        .await
-        .unwrap_err();
+    assert!(e.to_string().contains("task \"x\"") && e.to_string().contains("hour: 61"), "{e}");
+    let e = h.sched.add(DefaultTask::new("", "", "* * * * *", handler.clone())).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TaskNameRequired);
-    let e = h
-        .sched
-        .add(rota::at("25:00", handler.clone()))
-        .await
-        .unwrap_err();
+    let e = h.sched.add(rota::at("25:00", handler.clone())).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidTimeFormat);
-    assert!(
-        e.to_string().contains("hour 25 is out of range 0-23"),
-        "{e}"
-    );
-    let e = h
-        .sched
-        .add(rota::every(0, handler.clone()))
-        .await
-        .unwrap_err();
+    assert!(e.to_string().contains("hour 25 is out of range 0-23"), "{e}");
+    let e = h.sched.add(rota::every(0, handler.clone())).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidSchedule);
-    let e = h
-        .sched
-        .add(rota::daily(9, 75, handler.clone()))
-        .await
-        .unwrap_err();
+    let e = h.sched.add(rota::daily(9, 75, handler.clone())).await.unwrap_err();
     assert!(e.to_string().contains("minute: 75 is out of range"), "{e}");
     let mut t = DefaultTask::new("noid", "", "* * * * *", handler.clone());
     t.set_id("");
-    assert_eq!(
-        h.sched.add(t).await.unwrap_err().kind(),
-        ErrorKind::TaskIdRequired
-    );
+    assert_eq!(h.sched.add(t).await.unwrap_err().kind(), ErrorKind::TaskIdRequired);
     let mut t = DefaultTask::new("nohandler", "", "* * * * *", handler.clone());
     t.deserialize(br#"{"id":"nohandler","name":"nohandler","schedule":"* * * * *","handler":"gone","enabled":true,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","last_run_at":null,"next_run_at":null}"#).unwrap();
-    assert_eq!(
-        h.sched.add(t).await.unwrap_err().kind(),
-        ErrorKind::TaskHandlerRequired
-    );
+    assert_eq!(h.sched.add(t).await.unwrap_err().kind(), ErrorKind::TaskHandlerRequired);
     assert!(h.sched.get_all().is_empty(), "nothing invalid was added");
 }
 
@@ -646,9 +464,8 @@ async fn invalid_tasks_are_refused_with_the_precise_error() {
 async fn clock_jumps_fire_once_under_the_policy_and_never_twice() {
     let h = harness();
     let (handler, calls) = recorder("j");
-    let task = TaskBuilder::new("j", "", "0 * * * * *", handler)
-        .misfire(MisfirePolicy::RunOnce)
-        .build();
+    let task =
+        TaskBuilder::new("j", "", "0 * * * * *", handler).misfire(MisfirePolicy::RunOnce).build();
     h.sched.add(task).await.unwrap();
     h.sched.start().await.unwrap();
     h.tick(60).await; // 10:01:00
@@ -666,11 +483,7 @@ async fn clock_jumps_fire_once_under_the_policy_and_never_twice() {
     let got: Vec<Timestamp> = calls.lock().unwrap().iter().map(|(t, _)| *t).collect();
     assert_eq!(
         got,
-        [
-            ts("2026-12-04T10:01:00Z"),
-            ts("2026-12-04T11:01:00Z"),
-            ts("2026-12-04T11:02:00Z")
-        ]
+        [ts("2026-12-04T10:01:00Z"), ts("2026-12-04T11:01:00Z"), ts("2026-12-04T11:02:00Z")]
     );
     let mut sorted = got.clone();
     sorted.dedup();
@@ -682,18 +495,10 @@ async fn every_interval_counts_from_the_tasks_start() {
     let h = harness();
     h.clock.advance(Duration::from_secs(7)); // start at 10:00:07
     let (handler, calls) = recorder("iv");
-    h.sched
-        .add(DefaultTask::new("iv", "", "@every 90s", handler))
-        .await
-        .unwrap();
+    h.sched.add(DefaultTask::new("iv", "", "@every 90s", handler)).await.unwrap();
     h.sched.start().await.unwrap();
     h.tick(180).await;
-    let got: Vec<String> = calls
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(t, _)| t.to_string())
-        .collect();
+    let got: Vec<String> = calls.lock().unwrap().iter().map(|(t, _)| t.to_string()).collect();
     assert_eq!(got, ["2026-12-04T10:01:37Z", "2026-12-04T10:03:07Z"]);
 }
 
@@ -702,30 +507,18 @@ async fn stats_and_monitor_see_runs_failures_and_latency() {
     let h = harness_with(|c| c.max_concurrency(1));
     let (ok, _) = recorder("ok");
     let bad = FuncHandler::new("bad", |_ctx| async { Err("nope".into()) });
-    h.sched
-        .add(DefaultTask::new("ok", "", "* * * * * *", ok))
-        .await
-        .unwrap();
-    h.sched
-        .add(DefaultTask::new("bad", "", "*/2 * * * * *", bad))
-        .await
-        .unwrap();
+    h.sched.add(DefaultTask::new("ok", "", "* * * * * *", ok)).await.unwrap();
+    h.sched.add(DefaultTask::new("bad", "", "*/2 * * * * *", bad)).await.unwrap();
     h.sched.start().await.unwrap();
     h.tick(4).await;
     let s = h.sched.stats();
-    assert_eq!(
-        (s.total_tasks, s.enabled_tasks, s.total_runs, s.total_failed),
-        (2, 2, 6, 2)
-    );
+    assert_eq!((s.total_tasks, s.enabled_tasks, s.total_runs, s.total_failed), (2, 2, 6, 2));
     assert!((s.success_rate - 66.666).abs() < 0.01, "{}", s.success_rate);
     let m = h.sched.monitor().task_metrics("bad").unwrap();
     assert_eq!((m.total_executions, m.failed_runs), (2, 2));
     assert_eq!(m.last_error, "nope");
     let sm = h.sched.monitor().scheduler_metrics();
-    assert_eq!(
-        (sm.total_tasks, sm.total_executions, sm.failed_runs),
-        (2, 6, 2)
-    );
+    assert_eq!((sm.total_tasks, sm.total_executions, sm.failed_runs), (2, 6, 2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -767,14 +560,8 @@ async fn the_seeds_json_round_trips() {
         (back.id(), back.schedule(), back.timeout()),
         ("json", "0 2 * * *", Duration::from_secs(1800))
     );
-    assert!(
-        back.handler().is_some(),
-        "the handler of the same name is kept"
-    );
-    assert_eq!(
-        back.to_string(),
-        "Task{ID: json, Name: json, Schedule: 0 2 * * *, Enabled: true}"
-    );
+    assert!(back.handler().is_some(), "the handler of the same name is kept");
+    assert_eq!(back.to_string(), "Task{ID: json, Name: json, Schedule: 0 2 * * *, Enabled: true}");
     let cloned = back.clone_task();
     assert_eq!(cloned.id(), "json");
 }
@@ -785,9 +572,7 @@ async fn convenience_constructors_make_the_expected_schedules() {
     let clock = ManualClock::new(ts(T0));
     let next = |t: DefaultTask| {
         let s = t.parsed_schedule().unwrap();
-        s.next_after(clock.now(), &TimeZone::UTC, clock.now())
-            .unwrap()
-            .to_string()
+        s.next_after(clock.now(), &TimeZone::UTC, clock.now()).unwrap().to_string()
     };
     assert_eq!(next(rota::every(15, h.clone())), "2026-12-04T10:15:00Z");
     assert_eq!(next(rota::every(120, h.clone())), "2026-12-04T12:00:00Z");
@@ -796,14 +581,8 @@ async fn convenience_constructors_make_the_expected_schedules() {
     assert_eq!(next(rota::every_day(h.clone())), "2026-12-05T00:00:00Z");
     assert_eq!(next(rota::daily(9, 30, h.clone())), "2026-12-05T09:30:00Z");
     assert_eq!(next(rota::at("15:30", h.clone())), "2026-12-04T15:30:00Z");
-    assert_eq!(
-        next(rota::at("15:30:45", h.clone())),
-        "2026-12-04T15:30:45Z"
-    );
-    assert_eq!(
-        next(rota::cron("0 0 2 * * *", h.clone())),
-        "2026-12-05T02:00:00Z"
-    );
+    assert_eq!(next(rota::at("15:30:45", h.clone())), "2026-12-04T15:30:45Z");
+    assert_eq!(next(rota::cron("0 0 2 * * *", h.clone())), "2026-12-05T02:00:00Z");
     for bad in ["1530", "15:3", "24:00", "12:60", "12:00:61", "aa:bb"] {
         assert_eq!(
             rota::at(bad, h.clone()).validate().unwrap_err().kind(),
@@ -832,9 +611,7 @@ async fn the_global_api_needs_init_and_never_panics() {
     }
     rota::global::init(Arc::new(MemoryStore::new()));
     let (handler, calls) = recorder("g");
-    rota::global::add_task(DefaultTask::new("g", "", "0 0 0 1 1 *", handler))
-        .await
-        .unwrap();
+    rota::global::add_task(DefaultTask::new("g", "", "0 0 0 1 1 *", handler)).await.unwrap();
     rota::global::run_now("g").await.unwrap();
     assert_eq!(calls.lock().unwrap().len(), 1);
     assert_eq!(rota::global::get_task_stats("g").unwrap().run_count, 1);
@@ -843,17 +620,9 @@ async fn the_global_api_needs_init_and_never_panics() {
     rota::global::start_scheduler().await.unwrap();
     rota::global::pause_scheduler().await.unwrap();
     rota::global::resume_scheduler().await.unwrap();
-    assert_eq!(
-        rota::global::get_scheduler_status().unwrap().status,
-        Status::Running
-    );
+    assert_eq!(rota::global::get_scheduler_status().unwrap().status, Status::Running);
     assert_eq!(rota::global::get_scheduler_stats().unwrap().total_runs, 1);
-    assert!(
-        rota::global::get_performance_metrics()
-            .unwrap()
-            .memory_usage
-            > 0.0
-    );
+    assert!(rota::global::get_performance_metrics().unwrap().memory_usage > 0.0);
     rota::global::run_all().await.unwrap();
     rota::global::remove_task("g").await.unwrap();
     rota::global::stop_scheduler().await.unwrap();

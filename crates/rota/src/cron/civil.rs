@@ -79,14 +79,7 @@ impl Civil {
         let days = s.div_euclid(86_400);
         let secs = s.rem_euclid(86_400) as u32;
         let (year, month, day) = civil_from_days(days);
-        Civil {
-            year,
-            month,
-            day,
-            hour: secs / 3600,
-            minute: secs / 60 % 60,
-            second: secs % 60,
-        }
+        Civil { year, month, day, hour: secs / 3600, minute: secs / 60 % 60, second: secs % 60 }
     }
 
     #[inline]
@@ -116,10 +109,7 @@ mod tests {
         assert_eq!(weekday(2026, 12, 4), 5); // a Friday
         assert_eq!(weekday(2024, 2, 29), 4); // a Thursday
         let c = Civil::from_local_seconds(1_772_955_000);
-        assert_eq!(
-            (c.year, c.month, c.day, c.hour, c.minute, c.second),
-            (2026, 3, 8, 7, 30, 0)
-        );
+        assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.second), (2026, 3, 8, 7, 30, 0));
         assert_eq!(c.to_local_seconds(), 1_772_955_000);
     }
 }

@@ -19,15 +19,8 @@ const MONTHS: [&str; 13] = [
     "November",
     "December",
 ];
-const DAYS: [&str; 7] = [
-    "Sunday",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-];
+const DAYS: [&str; 7] =
+    ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
 const NTH: [&str; 6] = ["", "first", "second", "third", "fourth", "fifth"];
 
 /// A set of values as runs: single values, `a through b`, or a step pattern.
@@ -49,10 +42,7 @@ fn shape(mask: u64, min: u32, max: u32) -> Shape {
             && vals[0] < min + step
             && *vals.last().unwrap() + step > max
         {
-            return Shape::Step {
-                from: vals[0],
-                step,
-            };
+            return Shape::Step { from: vals[0], step };
         }
     }
     let mut runs: Vec<(u32, u32)> = Vec::new();
@@ -107,11 +97,7 @@ fn unit_words(mask: u64, min: u32, max: u32, unit: &str) -> String {
         Shape::Step { from, step } => format!("every {step} {unit}s starting at {unit} {from}"),
         Shape::Values(runs) => {
             let plural = runs.len() > 1 || runs[0].0 != runs[0].1;
-            let u = if plural {
-                format!("{unit}s")
-            } else {
-                unit.to_string()
-            };
+            let u = if plural { format!("{unit}s") } else { unit.to_string() };
             format!("at {u} {}", runs_words(&runs, |v| v.to_string()))
         }
     }
@@ -175,11 +161,7 @@ fn time_words(c: &CronExpression) -> String {
     let minute_all = matches!(shape(m, 0, 59), Shape::All);
     if !minute_all || parts.is_empty() {
         let w = unit_words(m, 0, 59, "minute");
-        parts.push(if parts.is_empty() {
-            w
-        } else {
-            format!("{w} past the hour")
-        });
+        parts.push(if parts.is_empty() { w } else { format!("{w} past the hour") });
     } else {
         parts.push("of every minute".into());
     }
@@ -227,14 +209,12 @@ fn dom_words(c: &CronExpression) -> String {
     if c.dom != 0 {
         match shape(u64::from(c.dom), 1, 31) {
             Shape::All => parts.push("every day".to_string()),
-            Shape::Step { from, step } => parts.push(format!(
-                "every {step} days of the month from the {}",
-                ordinal(from)
-            )),
-            Shape::Values(runs) => parts.push(format!(
-                "on the {} of the month",
-                runs_words(&runs, ordinal)
-            )),
+            Shape::Step { from, step } => {
+                parts.push(format!("every {step} days of the month from the {}", ordinal(from)))
+            }
+            Shape::Values(runs) => {
+                parts.push(format!("on the {} of the month", runs_words(&runs, ordinal)))
+            }
         }
     }
     let mut l = c.dom_last;
@@ -251,10 +231,7 @@ fn dom_words(c: &CronExpression) -> String {
     while w != 0 {
         let d = w.trailing_zeros();
         w &= w - 1;
-        parts.push(format!(
-            "on the weekday nearest the {} of the month",
-            ordinal(d)
-        ));
+        parts.push(format!("on the weekday nearest the {} of the month", ordinal(d)));
     }
     if c.flags & FLAG_LW != 0 {
         parts.push("on the last weekday of the month".to_string());
@@ -270,15 +247,9 @@ fn dow_words(c: &CronExpression) -> String {
             Shape::Step { .. } | Shape::Values(_) => {
                 let runs = match shape(u64::from(c.dow), 0, 6) {
                     Shape::Values(r) => r,
-                    _ => (0..7)
-                        .filter(|v| c.dow & (1 << v) != 0)
-                        .map(|v| (v, v))
-                        .collect(),
+                    _ => (0..7).filter(|v| c.dow & (1 << v) != 0).map(|v| (v, v)).collect(),
                 };
-                parts.push(format!(
-                    "on {}",
-                    runs_words(&runs, |d| DAYS[d as usize].to_string())
-                ));
+                parts.push(format!("on {}", runs_words(&runs, |d| DAYS[d as usize].to_string())));
             }
         }
     }
@@ -296,10 +267,7 @@ fn dow_words(c: &CronExpression) -> String {
     }
     let text = join(&parts);
     // The phrasing: "at 02:30, Monday through Friday".
-    text.strip_prefix("on ")
-        .filter(|t| !t.starts_with("the "))
-        .map(str::to_string)
-        .unwrap_or(text)
+    text.strip_prefix("on ").filter(|t| !t.starts_with("the ")).map(str::to_string).unwrap_or(text)
 }
 
 /// "1 hour 30 minutes", "90 seconds" style words for an interval.
@@ -307,12 +275,7 @@ pub(crate) fn duration_words(d: Duration) -> String {
     let mut secs = d.as_secs();
     let ms = d.subsec_millis();
     let mut parts = Vec::new();
-    for (unit, size) in [
-        ("day", 86_400),
-        ("hour", 3600),
-        ("minute", 60),
-        ("second", 1),
-    ] {
+    for (unit, size) in [("day", 86_400), ("hour", 3600), ("minute", 60), ("second", 1)] {
         let n = secs / size;
         secs %= size;
         if n > 0 {

@@ -215,10 +215,7 @@ impl CronExpression {
 
     /// Allowed years, sorted (1970-2199).
     pub fn year(&self) -> Vec<u32> {
-        (MIN_YEAR..=MAX_YEAR)
-            .filter(|&y| self.year_ok(y))
-            .map(|y| y as u32)
-            .collect()
+        (MIN_YEAR..=MAX_YEAR).filter(|&y| self.year_ok(y)).map(|y| y as u32).collect()
     }
 
     /// The next fire strictly after `from`, in the zone of `from` unless the
@@ -267,11 +264,7 @@ impl CronExpression {
     /// ```
     pub fn upcoming(&self, from: &ZonedDateTime) -> Upcoming<'_> {
         let tz = self.tz.clone().unwrap_or_else(|| from.time_zone().clone());
-        Upcoming {
-            cron: self,
-            tz,
-            cur: Some(from.timestamp()),
-        }
+        Upcoming { cron: self, tz, cur: Some(from.timestamp()) }
     }
 
     /// The next fire strictly after the instant `from`, evaluating wall-clock
@@ -612,9 +605,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
                 "duration {s:?}: expected a number at {rest:?} (units d, h, m, s, ms)"
             ));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("duration {s:?}: number too large"))?;
+        let n: u64 =
+            rest[..digits].parse().map_err(|_| format!("duration {s:?}: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
@@ -625,11 +617,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Some(Duration::from_secs(n)),
             "ms" => Some(Duration::from_millis(n)),
             "" => return Err(format!("duration {s:?}: {n} has no unit (d, h, m, s, ms)")),
-            _ => {
-                return Err(format!(
-                    "duration {s:?}: unknown unit {unit:?} (d, h, m, s, ms)"
-                ))
-            }
+            _ => return Err(format!("duration {s:?}: unknown unit {unit:?} (d, h, m, s, ms)")),
         };
         total = part
             .and_then(|p| total.checked_add(p))

@@ -6,9 +6,8 @@ use super::{CronExpression, Years, FLAG_DOM_STAR, FLAG_DOW_STAR, FLAG_FIXED_TIME
 use super::{MAX_YEAR, MIN_YEAR};
 use crate::error::{CronField, ErrorKind, ParseError};
 
-const MONTHS: [&str; 12] = [
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-];
+const MONTHS: [&str; 12] =
+    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 struct Spec {
@@ -17,41 +16,13 @@ struct Spec {
     max: u32,
 }
 
-const SECOND: Spec = Spec {
-    field: CronField::Second,
-    min: 0,
-    max: 59,
-};
-const MINUTE: Spec = Spec {
-    field: CronField::Minute,
-    min: 0,
-    max: 59,
-};
-const HOUR: Spec = Spec {
-    field: CronField::Hour,
-    min: 0,
-    max: 23,
-};
-const DOM: Spec = Spec {
-    field: CronField::DayOfMonth,
-    min: 1,
-    max: 31,
-};
-const MONTH: Spec = Spec {
-    field: CronField::Month,
-    min: 1,
-    max: 12,
-};
-const DOW: Spec = Spec {
-    field: CronField::DayOfWeek,
-    min: 0,
-    max: 7,
-};
-const YEAR: Spec = Spec {
-    field: CronField::Year,
-    min: MIN_YEAR as u32,
-    max: MAX_YEAR as u32,
-};
+const SECOND: Spec = Spec { field: CronField::Second, min: 0, max: 59 };
+const MINUTE: Spec = Spec { field: CronField::Minute, min: 0, max: 59 };
+const HOUR: Spec = Spec { field: CronField::Hour, min: 0, max: 23 };
+const DOM: Spec = Spec { field: CronField::DayOfMonth, min: 1, max: 31 };
+const MONTH: Spec = Spec { field: CronField::Month, min: 1, max: 12 };
+const DOW: Spec = Spec { field: CronField::DayOfWeek, min: 0, max: 7 };
+const YEAR: Spec = Spec { field: CronField::Year, min: MIN_YEAR as u32, max: MAX_YEAR as u32 };
 
 /// Parser state for one expression: the text (for errors) and the masks built so far.
 struct Parser<'a> {
@@ -99,17 +70,9 @@ pub(crate) fn parse(expr: &str) -> Result<CronExpression, ParseError> {
     let (tz, body) = split_zone(expr)?;
     let body = body.trim();
     if body.is_empty() {
-        return Err(ParseError::new(
-            ErrorKind::InvalidSchedule,
-            expr,
-            None,
-            "empty schedule",
-        ));
+        return Err(ParseError::new(ErrorKind::InvalidSchedule, expr, None, "empty schedule"));
     }
-    let mut p = Parser {
-        expr,
-        out: CronExpression::empty(),
-    };
+    let mut p = Parser { expr, out: CronExpression::empty() };
     if let Some(name) = body.strip_prefix('@') {
         let fields: [&str; 6] =
             match name.to_ascii_lowercase().as_str() {
@@ -147,24 +110,14 @@ pub(crate) fn parse(expr: &str) -> Result<CronExpression, ParseError> {
             n += 1;
         }
         match n {
-            5 => p.fields(
-                &["0", parts[0], parts[1], parts[2], parts[3], parts[4]],
-                None,
-            )?,
-            6 => p.fields(
-                &[parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]],
-                None,
-            )?,
+            5 => p.fields(&["0", parts[0], parts[1], parts[2], parts[3], parts[4]], None)?,
+            6 => p.fields(&[parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]], None)?,
             7 => p.fields(
                 &[parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]],
                 Some(parts[6]),
             )?,
             _ => {
-                let got = if n > 7 {
-                    "more than 7".to_string()
-                } else {
-                    n.to_string()
-                };
+                let got = if n > 7 { "more than 7".to_string() } else { n.to_string() };
                 return Err(err(
                     expr,
                     None,
@@ -268,10 +221,7 @@ impl Parser<'_> {
     /// Parses `*`, `?`, `a`, `a-b`, with an optional `/step`, into (low, high, step).
     fn range(&self, item: &str, spec: &Spec) -> Result<(u32, u32, u32), ParseError> {
         if item.is_empty() {
-            return Err(self.err(
-                spec,
-                "empty value (two commas in a row, or a trailing comma?)",
-            ));
+            return Err(self.err(spec, "empty value (two commas in a row, or a trailing comma?)"));
         }
         let (base, step) = match item.split_once('/') {
             Some((b, s)) => (b, Some(self.step(s, item, spec)?)),
@@ -317,10 +267,7 @@ impl Parser<'_> {
             Ok(n) if n <= spec.max - spec.min + 1 => Ok(n),
             _ => Err(self.err(
                 spec,
-                format!(
-                    "{item:?}: step {s} is larger than the range {}-{}",
-                    spec.min, spec.max
-                ),
+                format!("{item:?}: step {s} is larger than the range {}-{}", spec.min, spec.max),
             )),
         }
     }
@@ -333,10 +280,7 @@ impl Parser<'_> {
         if s.bytes().all(|b| b.is_ascii_digit()) {
             return match s.parse::<u32>() {
                 Ok(v) if v >= spec.min && v <= spec.max => Ok(v),
-                _ => Err(self.err(
-                    spec,
-                    format!("{s} is out of range {}-{}", spec.min, spec.max),
-                )),
+                _ => Err(self.err(spec, format!("{s} is out of range {}-{}", spec.min, spec.max))),
             };
         }
         let names: &[&str] = match spec.field {
@@ -381,10 +325,9 @@ impl Parser<'_> {
                 match n.parse::<u32>() {
                     Ok(n) if n <= 30 => self.out.dom_last |= 1 << n,
                     _ => {
-                        return Err(self.err(
-                            spec,
-                            format!("{item:?}: L-n needs an offset n from 0 to 30"),
-                        ))
+                        return Err(
+                            self.err(spec, format!("{item:?}: L-n needs an offset n from 0 to 30"))
+                        )
                     }
                 }
             } else if let Some(day) = upper.strip_suffix('W') {
@@ -398,10 +341,9 @@ impl Parser<'_> {
                 self.out.dom_nearest |= 1 << d;
             } else {
                 if upper.contains(['L', 'W', '#']) {
-                    return Err(self.err(
-                        spec,
-                        format!("{item:?}: expected L, L-n, nW, LW, or a day 1-31"),
-                    ));
+                    return Err(
+                        self.err(spec, format!("{item:?}: expected L, L-n, nW, LW, or a day 1-31"))
+                    );
                 }
                 self.out.dom |= self.item(item, spec)? as u32;
             }

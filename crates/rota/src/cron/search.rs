@@ -29,11 +29,7 @@ fn next_bit(mask: u64, from: u32) -> Option<u32> {
 
 #[inline]
 fn prev_bit(mask: u64, from: u32) -> Option<u32> {
-    let m = if from >= 63 {
-        mask
-    } else {
-        mask & ((1u64 << (from + 1)) - 1)
-    };
+    let m = if from >= 63 { mask } else { mask & ((1u64 << (from + 1)) - 1) };
     if m == 0 {
         None
     } else {
@@ -326,10 +322,7 @@ fn prev_elapsed(c: &CronExpression, end: i64, tz: &TimeZone) -> Option<Timestamp
         let civil = c.prev_civil(Civil::from_local_seconds(t1 + off))?;
         let cand = civil.to_local_seconds() - off;
         // The transition that starts t1's segment (at or before t1).
-        let seg_start = tz
-            .preceding(ts(t1 + 1)?)
-            .next()
-            .map(|tr| tr.timestamp().as_second());
+        let seg_start = tz.preceding(ts(t1 + 1)?).next().map(|tr| tr.timestamp().as_second());
         match seg_start {
             Some(s) if cand < s => t1 = s - 1,
             _ => return ts(cand),
@@ -365,19 +358,13 @@ fn land(civil: Civil, tz: &TimeZone) -> Option<Landing> {
             // The transition lies in (local - after, local - before].
             let lo = local - i64::from(after.seconds());
             let tr = tz.following(ts(lo)?).next()?.timestamp().as_second();
-            Landing::Gap {
-                end: tr,
-                civil_start: tr + i64::from(before.seconds()),
-            }
+            Landing::Gap { end: tr, civil_start: tr + i64::from(before.seconds()) }
         }
         AmbiguousOffset::Fold { before, after } => {
             let first = local - i64::from(before.seconds());
             let tr = tz.following(ts(first)?).next()?.timestamp().as_second();
             debug_assert!(after.seconds() < before.seconds());
-            Landing::Fold {
-                first,
-                civil_end: tr + i64::from(before.seconds()),
-            }
+            Landing::Fold { first, civil_end: tr + i64::from(before.seconds()) }
         }
     })
 }

@@ -13,6 +13,7 @@
 //! limit, timeout, retries and panics are handled there, and the run state is
 //! written back to the store after every run.
 
+mod persist;
 mod run;
 
 use std::cmp::Reverse;
@@ -271,6 +272,9 @@ pub(crate) struct Settings {
 struct Entry {
     task: DefaultTask,
     id: Arc<str>,
+    name: Arc<str>,
+    /// Queued for the write-behind to the store.
+    dirty: bool,
     schedule: Schedule,
     zone: TimeZone,
     gen: u32,
@@ -324,7 +328,10 @@ pub(crate) struct Inner {
     wake: Notify,
     limiter: Option<Arc<Semaphore>>,
     listeners: RwLock<Vec<Listener>>,
+    /// True once a listener is registered, so events are only built when wanted.
+    has_listeners: std::sync::atomic::AtomicBool,
     tracker: TaskTracker,
+    wb: persist::WriteBehind,
 }
 
 /// The seed's `DefaultScheduler`.
@@ -397,7 +404,9 @@ impl DefaultScheduler {
                 }),
                 wake: Notify::new(),
                 listeners: RwLock::new(Vec::new()),
+                has_listeners: std::sync::atomic::AtomicBool::new(false),
                 tracker: TaskTracker::new(),
+                wb: persist::WriteBehind::default(),
                 s,
             }),
         }
@@ -406,11 +415,8 @@ impl DefaultScheduler {
     /// Calls `listener` for every [`Event`]. Listeners run on the scheduler's
     /// tasks: keep them quick.
     pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
-        self.inner
-            .listeners
-            .write()
-            .unwrap()
-            .push(Arc::new(listener));
+        self.inner.listeners.write().unwrap().push(Arc::new(listener));
+        self.inner.has_listeners.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The monitor.
@@ -447,10 +453,7 @@ impl DefaultScheduler {
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
             let now = self.inner.s.clock.now();
-            let slot = *st
-                .index
-                .get(id)
-                .ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             let running = st.status != Status::Stopped;
             let e = st.slots[slot as usize].as_mut().expect("indexed slot");
             if on {
@@ -459,17 +462,9 @@ impl DefaultScheduler {
                 e.task.disable();
             }
             e.gen = e.gen.wrapping_add(1);
-            let next = if on {
-                e.schedule.next_after(now, &e.zone, e.anchor)
-            } else {
-                None
-            };
+            let next = if on { e.schedule.next_after(now, &e.zone, e.anchor) } else { None };
             e.task.next_run_at = next;
-            let item = next.map(|due| HeapItem {
-                due,
-                gen: e.gen,
-                slot,
-            });
+            let item = next.map(|due| HeapItem { due, gen: e.gen, slot });
             let snap = e.task.clone();
             if let (Some(item), true) = (item, running) {
                 st.heap.push(Reverse(item));
@@ -480,9 +475,16 @@ impl DefaultScheduler {
         self.inner.s.store.save(&snapshot).await
     }
 
-    /// Execution history from the store, newest first.
+    /// Execution history from the store, newest first (after writing what is queued).
     pub async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<TaskExecution>> {
+        self.flush().await;
         self.inner.s.store.executions(query).await
+    }
+
+    /// Writes queued run state and history to the store now. Run state is
+    /// written behind the runs, in batches; `stop` flushes too.
+    pub async fn flush(&self) {
+        self.inner.flush().await
     }
 
     /// Waits until no run is in progress (for tests and shutdown).
@@ -508,7 +510,15 @@ impl DefaultScheduler {
 }
 
 impl Inner {
+    /// True when events are logged or listened to.
+    pub(crate) fn events_on(&self) -> bool {
+        self.s.logging || self.has_listeners.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn emit(&self, e: Event) {
+        if !self.events_on() {
+            return;
+        }
         if self.s.logging {
             tracing::info!(target: "rota", event = ?e, "scheduler event");
         }
@@ -532,11 +542,7 @@ impl Inner {
         let next = e.schedule.next_after(from, &e.zone, e.anchor);
         e.task.next_run_at = next;
         if let (Some(due), true) = (next, running) {
-            let item = HeapItem {
-                due,
-                gen: e.gen,
-                slot,
-            };
+            let item = HeapItem { due, gen: e.gen, slot };
             st.heap.push(Reverse(item));
         }
     }
@@ -647,32 +653,18 @@ impl Inner {
                 }
                 st.totals.missed += missed as i64;
                 if let Some((&first, rest)) = run.split_first() {
-                    out.push(Dispatch {
-                        slot: top.slot,
-                        scheduled: first,
-                        then: rest.to_vec(),
-                    });
+                    out.push(Dispatch { slot: top.slot, scheduled: first, then: rest.to_vec() });
                 }
             } else {
                 e.last_fire = Some(top.due);
-                out.push(Dispatch {
-                    slot: top.slot,
-                    scheduled: top.due,
-                    then: Vec::new(),
-                });
+                out.push(Dispatch { slot: top.slot, scheduled: top.due, then: Vec::new() });
             }
             Inner::schedule_entry(&mut st, top.slot, now);
         }
         let next = st.heap.peek().map(|Reverse(i)| i.due);
         drop(st);
         for ev in events {
-            if let Event::TaskMissed {
-                task_id,
-                count,
-                first,
-                last,
-            } = &ev
-            {
+            if let Event::TaskMissed { task_id, count, first, last } = &ev {
                 run::record_missed(self, task_id, *count, *first, *last, now);
             }
             self.emit(ev);
@@ -689,15 +681,15 @@ impl Scheduler for DefaultScheduler {
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
             if st.index.contains_key(task.id.as_str()) {
-                return Err(Error::TaskAlreadyExists {
-                    id: task.id.clone(),
-                });
+                return Err(Error::TaskAlreadyExists { id: task.id.clone() });
             }
             task.created_at = now;
             task.updated_at = now;
             let id: Arc<str> = task.id.as_str().into();
             let entry = Entry {
                 id: id.clone(),
+                name: task.name.as_str().into(),
+                dirty: false,
                 schedule,
                 zone,
                 gen: 0,
@@ -735,10 +727,7 @@ impl Scheduler for DefaultScheduler {
     async fn remove(&self, id: &str) -> Result<()> {
         {
             let mut st = self.inner.state.lock().unwrap();
-            let slot = st
-                .index
-                .remove(id)
-                .ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = st.index.remove(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             st.slots[slot as usize] = None;
             st.free.push(slot);
         }
@@ -760,12 +749,11 @@ impl Scheduler for DefaultScheduler {
             let slot = *st
                 .index
                 .get(task.id.as_str())
-                .ok_or_else(|| Error::TaskNotFound {
-                    id: task.id.clone(),
-                })?;
+                .ok_or_else(|| Error::TaskNotFound { id: task.id.clone() })?;
             let e = st.slots[slot as usize].as_mut().expect("slot");
             task.created_at = e.task.created_at;
             task.updated_at = now;
+            e.name = task.name.as_str().into();
             e.task = task;
             e.schedule = schedule;
             e.zone = zone;
@@ -825,11 +813,7 @@ impl Scheduler for DefaultScheduler {
                     }
                     match e.task.next_run_at {
                         Some(due) => {
-                            let item = HeapItem {
-                                due,
-                                gen: e.gen,
-                                slot,
-                            };
+                            let item = HeapItem { due, gen: e.gen, slot };
                             st.heap.push(Reverse(item));
                         }
                         None => Inner::schedule_entry(&mut st, slot, now),
@@ -863,6 +847,7 @@ impl Scheduler for DefaultScheduler {
             run_cancel.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_idle()).await;
         }
+        self.inner.flush().await;
         self.inner.s.monitor.record_scheduler_stop();
         self.inner.emit(Event::SchedulerStopped);
         Ok(())
@@ -872,9 +857,7 @@ impl Scheduler for DefaultScheduler {
         {
             let mut st = self.inner.state.lock().unwrap();
             if st.status != Status::Running {
-                return Err(Error::SchedulerNotRunning {
-                    status: st.status.to_string(),
-                });
+                return Err(Error::SchedulerNotRunning { status: st.status.to_string() });
             }
             st.status = Status::Paused;
         }
@@ -888,9 +871,7 @@ impl Scheduler for DefaultScheduler {
         {
             let mut st = self.inner.state.lock().unwrap();
             if st.status != Status::Paused {
-                return Err(Error::SchedulerNotPaused {
-                    status: st.status.to_string(),
-                });
+                return Err(Error::SchedulerNotPaused { status: st.status.to_string() });
             }
             st.status = Status::Running;
         }
@@ -903,25 +884,14 @@ impl Scheduler for DefaultScheduler {
     async fn run_now(&self, id: &str) -> Result<()> {
         let (slot, now) = {
             let st = self.inner.state.lock().unwrap();
-            let slot = *st
-                .index
-                .get(id)
-                .ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             let e = st.slots[slot as usize].as_ref().expect("slot");
             if !e.task.enabled {
                 return Err(Error::TaskDisabled { id: id.into() });
             }
             (slot, self.inner.s.clock.now())
         };
-        run::run_fire_now(
-            &self.inner,
-            Dispatch {
-                slot,
-                scheduled: now,
-                then: Vec::new(),
-            },
-        )
-        .await
+        run::run_fire_now(&self.inner, Dispatch { slot, scheduled: now, then: Vec::new() }).await
     }
 
     async fn run_all(&self) -> Result<()> {
@@ -948,11 +918,7 @@ impl Scheduler for DefaultScheduler {
 
     fn status(&self) -> SchedulerStatus {
         let st = self.inner.state.lock().unwrap();
-        SchedulerStatus {
-            status: st.status,
-            started_at: st.started_at,
-            task_count: st.index.len(),
-        }
+        SchedulerStatus { status: st.status, started_at: st.started_at, task_count: st.index.len() }
     }
 
     fn stats(&self) -> SchedulerStats {

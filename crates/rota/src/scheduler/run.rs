@@ -1,7 +1,11 @@
 //! Running one fire: overlap, concurrency limit, timeout, retries, panics,
 //! and writing the outcome back.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -53,9 +57,7 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
         return Err(Error::TaskNotFound { id: String::new() });
     };
     let Some(handler) = e.task.handler.clone() else {
-        return Err(Error::TaskHandlerRequired {
-            task: e.task.name.clone(),
-        });
+        return Err(Error::TaskHandlerRequired { task: e.task.name.clone() });
     };
     if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
         e.skipped += 1;
@@ -71,10 +73,7 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
             inner.s.clock.now(),
             "previous run still going",
         );
-        inner.emit(Event::TaskSkipped {
-            task_id: id.to_string(),
-            scheduled_at: d.scheduled,
-        });
+        inner.emit(Event::TaskSkipped { task_id: id.to_string(), scheduled_at: d.scheduled });
         if trigger == Trigger::Manual {
             return Err(Error::InvalidInput {
                 what: format!("run of task {id:?}"),
@@ -87,7 +86,7 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
     Ok(Some(RunSpec {
         slot: d.slot,
         id: e.id.clone(),
-        name: e.task.name.as_str().into(),
+        name: e.name.clone(),
         handler,
         scheduled: d.scheduled,
         timeout: e.task.timeout,
@@ -106,11 +105,7 @@ pub(crate) fn spawn_fire(inner: &Arc<Inner>, mut d: Dispatch, trigger: Trigger) 
                 let _ = execute(&inner2, spec).await;
                 // Catch-up fires run in order, each after the previous one ended.
                 for scheduled in std::mem::take(&mut d.then) {
-                    let next = Dispatch {
-                        slot: d.slot,
-                        scheduled,
-                        then: Vec::new(),
-                    };
+                    let next = Dispatch { slot: d.slot, scheduled, then: Vec::new() };
                     match prepare(&inner2, &next, trigger) {
                         Ok(Some(spec)) => {
                             let _ = execute(&inner2, spec).await;
@@ -141,24 +136,36 @@ pub(crate) async fn sleep_on(clock: &dyn Clock, deadline: Timestamp) {
     }
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic payload".into());
-            format!("handler panicked: {msg}")
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into());
+    format!("handler panicked: {msg}")
+}
+
+type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<(), crate::task::HandlerError>> + Send + 'a>>;
+
+/// Polls a handler's future, turning a panic into an error (no extra task).
+struct CatchUnwind<'a>(HandlerFuture<'a>);
+
+impl Future for CatchUnwind<'_> {
+    type Output = std::result::Result<std::result::Result<(), crate::task::HandlerError>, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Err(p) => Poll::Ready(Err(panic_message(p))),
         }
-        Err(e) => format!("handler task ended: {e}"),
     }
 }
 
 async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attempt {
-    let handler = spec.handler.clone();
-    let hctx = ctx.clone();
-    let mut job = tokio::spawn(async move { handler.handle(hctx).await });
+    let mut job = CatchUnwind(spec.handler.handle(ctx.clone()));
     let timed = !spec.timeout.is_zero();
     let deadline = inner.s.clock.now() + signed(spec.timeout);
     let clock = inner.s.clock.clone();
@@ -166,28 +173,21 @@ async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attemp
         r = &mut job => return match r {
             Ok(Ok(())) => Attempt::Ok,
             Ok(Err(e)) => Attempt::Failed(e.to_string()),
-            Err(e) => Attempt::Failed(panic_message(e)),
+            Err(panic) => Attempt::Failed(panic),
         },
         _ = sleep_on(clock.as_ref(), deadline), if timed => Attempt::TimedOut,
         _ = spec.cancel.cancelled() => Attempt::Cancelled,
     };
-    // Tell the handler, give it a moment to return, then abort it.
+    // Tell the handler, give it a moment to return, then drop (abort) it.
     ctx.cancel.cancel();
-    if tokio::time::timeout(CANCEL_GRACE, &mut job).await.is_err() {
-        job.abort();
-    }
+    let _ = tokio::time::timeout(CANCEL_GRACE, &mut job).await;
     result
 }
 
 async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     let clock = inner.s.clock.clone();
     let permit = match &inner.limiter {
-        Some(sem) => Some(
-            sem.clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closed"),
-        ),
+        Some(sem) => Some(sem.clone().acquire_owned().await.expect("semaphore never closed")),
         None => None,
     };
     let first_start = clock.now();
@@ -196,11 +196,13 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     inner.s.monitor.record_task_start(&spec.id);
     let mut attempt_no = 1u32;
     let outcome: std::result::Result<(), (Error, String)> = loop {
-        inner.emit(Event::TaskStarting {
-            task_id: spec.id.to_string(),
-            scheduled_at: spec.scheduled,
-            attempt: attempt_no,
-        });
+        if inner.events_on() {
+            inner.emit(Event::TaskStarting {
+                task_id: spec.id.to_string(),
+                scheduled_at: spec.scheduled,
+                attempt: attempt_no,
+            });
+        }
         let start = clock.now();
         let ctx = TaskContext {
             task_id: spec.id.clone(),
@@ -213,11 +215,13 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
         };
         let (err, msg) = match attempt(inner, &spec, ctx).await {
             Attempt::Ok => {
-                inner.emit(Event::TaskSucceeded {
-                    task_id: spec.id.to_string(),
-                    scheduled_at: spec.scheduled,
-                    duration: elapsed(start, clock.now()),
-                });
+                if inner.events_on() {
+                    inner.emit(Event::TaskSucceeded {
+                        task_id: spec.id.to_string(),
+                        scheduled_at: spec.scheduled,
+                        duration: elapsed(start, clock.now()),
+                    });
+                }
                 break Ok(());
             }
             Attempt::TimedOut => {
@@ -292,10 +296,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     let duration = elapsed(first_start, end);
     let ok = outcome.is_ok();
     match &outcome {
-        Ok(()) => inner
-            .s
-            .monitor
-            .record_task_complete(&spec.id, duration, None),
+        Ok(()) => inner.s.monitor.record_task_complete(&spec.id, duration, None),
         Err((_, msg)) => {
             inner.s.monitor.record_task_failed(&spec.id, duration, msg);
             inner.emit(Event::TaskFailed {
@@ -305,7 +306,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
             });
         }
     }
-    let snapshot = {
+    {
         let mut st = inner.state.lock().unwrap();
         st.totals.runs += 1;
         if !ok {
@@ -325,43 +326,31 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
                     Ok(()) => e.task.last_error.clear(),
                     Err((_, msg)) => {
                         e.task.failed_count += 1;
-                        e.task.last_error = msg.clone();
+                        e.task.last_error.clone_from(msg);
                     }
                 }
-                Some(e.task.clone())
+                if !e.dirty {
+                    e.dirty = true;
+                    inner.queue_task(e.id.clone());
+                }
             }
             // Removed while running: nothing to write back.
-            _ => None,
-        }
-    };
-    if let Some(task) = snapshot {
-        if let Err(e) = inner.s.store.save(&task).await {
-            tracing::warn!(target: "rota", task = %spec.id, error = %e, "could not save run state");
+            _ => {}
         }
     }
-    let exec = TaskExecution {
+    inner.queue_execution(TaskExecution {
         task_id: spec.id.to_string(),
         node_id: inner.s.node_id.to_string(),
-        status: if ok {
-            ExecutionStatus::Completed
-        } else {
-            ExecutionStatus::Failed
-        },
+        status: if ok { ExecutionStatus::Completed } else { ExecutionStatus::Failed },
         scheduled_at: spec.scheduled,
         started_at: first_start,
         ended_at: Some(end),
-        error: outcome
-            .as_ref()
-            .err()
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default(),
+        error: outcome.as_ref().err().map(|(_, m)| m.clone()).unwrap_or_default(),
         attempts: attempt_no,
         duration,
         output: String::new(),
-    };
-    if let Err(e) = inner.s.store.record_execution(&exec).await {
-        tracing::warn!(target: "rota", task = %spec.id, error = %e, "could not record execution");
-    }
+    });
+    inner.persist().await;
     outcome.map_err(|(e, _)| e)
 }
 
@@ -386,12 +375,9 @@ fn record_history(
         duration: Duration::ZERO,
         output: String::new(),
     };
-    let store = inner.s.store.clone();
-    inner.tracker.spawn(async move {
-        if let Err(e) = store.record_execution(&exec).await {
-            tracing::warn!(target: "rota", error = %e, "could not record execution");
-        }
-    });
+    inner.queue_execution(exec);
+    let inner = inner.clone();
+    inner.tracker.clone().spawn(async move { inner.persist().await });
 }
 
 /// History for missed fires: one record per miss notice.

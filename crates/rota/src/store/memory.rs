@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -16,10 +16,30 @@ use crate::task::DefaultTask;
 pub struct MemoryStore {
     // A std RwLock: never held across an await, and reads dominate.
     tasks: RwLock<HashMap<String, DefaultTask>>,
-    history: RwLock<HashMap<String, VecDeque<TaskExecution>>>,
+    history: Mutex<History>,
     last_sync: RwLock<Option<Timestamp>>,
     retention: Retention,
     closed: AtomicBool,
+}
+
+/// All records in arrival order, plus a count per task for the per-task bound.
+#[derive(Debug, Default)]
+struct History {
+    all: VecDeque<TaskExecution>,
+    per_task: HashMap<String, usize>,
+}
+
+impl History {
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.all.pop_front() {
+            if let Some(n) = self.per_task.get_mut(&old.task_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_task.remove(&old.task_id);
+                }
+            }
+        }
+    }
 }
 
 impl MemoryStore {
@@ -30,10 +50,7 @@ impl MemoryStore {
 
     /// An empty store that keeps history within `retention`.
     pub fn with_retention(retention: Retention) -> Self {
-        MemoryStore {
-            retention,
-            ..Self::default()
-        }
+        MemoryStore { retention, ..Self::default() }
     }
 
     fn check(&self, what: &str) -> Result<()> {
@@ -47,6 +64,28 @@ impl MemoryStore {
 
     fn touch(&self) {
         *self.last_sync.write().unwrap() = Some(Timestamp::now());
+    }
+
+    fn push(&self, h: &mut History, e: &TaskExecution) {
+        let n = h.per_task.entry(e.task_id.clone()).or_insert(0);
+        *n += 1;
+        if *n > self.retention.max_per_task {
+            // Drop this task's oldest record.
+            *n -= 1;
+            if let Some(pos) = h.all.iter().position(|x| x.task_id == e.task_id) {
+                h.all.remove(pos);
+            }
+        }
+        h.all.push_back(e.clone());
+        while h.all.len() > self.retention.max_total {
+            h.pop_oldest();
+        }
+        if let Some(age) = self.retention.max_age {
+            let cutoff = e.started_at - crate::clock::signed(age);
+            while h.all.front().is_some_and(|x| x.started_at < cutoff) {
+                h.pop_oldest();
+            }
+        }
     }
 }
 
@@ -82,15 +121,13 @@ impl Store for MemoryStore {
         self.check("delete")?;
         let removed = self.tasks.write().unwrap().remove(id);
         self.touch();
-        removed
-            .map(|_| ())
-            .ok_or_else(|| Error::TaskNotFound { id: id.to_string() })
+        removed.map(|_| ()).ok_or_else(|| Error::TaskNotFound { id: id.to_string() })
     }
 
     async fn clear(&self) -> Result<()> {
         self.check("clear")?;
         self.tasks.write().unwrap().clear();
-        self.history.write().unwrap().clear();
+        *self.history.lock().unwrap() = History::default();
         self.touch();
         Ok(())
     }
@@ -100,9 +137,7 @@ impl Store for MemoryStore {
         // Validate first so the batch is all or nothing.
         for t in tasks {
             if t.id.is_empty() {
-                return Err(Error::TaskIdRequired {
-                    name: t.name.clone(),
-                });
+                return Err(Error::TaskIdRequired { name: t.name.clone() });
             }
         }
         let mut map = self.tasks.write().unwrap();
@@ -118,14 +153,8 @@ impl Store for MemoryStore {
 
     async fn get_by_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<DefaultTask>> {
         self.check("get_by_tags")?;
-        let mut v: Vec<DefaultTask> = self
-            .tasks
-            .read()
-            .unwrap()
-            .values()
-            .filter(|t| has_tags(t, tags))
-            .cloned()
-            .collect();
+        let mut v: Vec<DefaultTask> =
+            self.tasks.read().unwrap().values().filter(|t| has_tags(t, tags)).cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(v)
     }
@@ -147,43 +176,28 @@ impl Store for MemoryStore {
 
     async fn record_execution(&self, e: &TaskExecution) -> Result<()> {
         self.check("record_execution")?;
-        let mut h = self.history.write().unwrap();
-        let q = h.entry(e.task_id.clone()).or_default();
-        q.push_back(e.clone());
-        while q.len() > self.retention.max_per_task {
-            q.pop_front();
-        }
-        if let Some(age) = self.retention.max_age {
-            let cutoff = e.started_at - crate::clock::signed(age);
-            while q.front().is_some_and(|x| x.started_at < cutoff) {
-                q.pop_front();
-            }
+        let mut h = self.history.lock().unwrap();
+        self.push(&mut h, e);
+        Ok(())
+    }
+
+    async fn record_executions(&self, batch: &[TaskExecution]) -> Result<()> {
+        self.check("record_executions")?;
+        let mut h = self.history.lock().unwrap();
+        for e in batch {
+            self.push(&mut h, e);
         }
         Ok(())
     }
 
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<TaskExecution>> {
         self.check("executions")?;
-        let h = self.history.read().unwrap();
-        let mut out: Vec<TaskExecution> = match &query.task_id {
-            Some(id) => h
-                .get(id)
-                .map(|q| q.iter().filter(|e| query.matches(e)).cloned().collect()),
-            None => Some(
-                h.values()
-                    .flatten()
-                    .filter(|e| query.matches(e))
-                    .cloned()
-                    .collect(),
-            ),
-        }
-        .unwrap_or_default();
+        let h = self.history.lock().unwrap();
+        let mut out: Vec<TaskExecution> =
+            h.all.iter().rev().filter(|e| query.matches(e)).take(query.max()).cloned().collect();
         out.sort_by(|a, b| {
-            b.started_at
-                .cmp(&a.started_at)
-                .then(b.scheduled_at.cmp(&a.scheduled_at))
+            b.started_at.cmp(&a.started_at).then(b.scheduled_at.cmp(&a.scheduled_at))
         });
-        out.truncate(query.max());
         Ok(out)
     }
 }

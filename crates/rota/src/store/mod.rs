@@ -111,10 +111,7 @@ pub struct ExecutionQuery {
 impl ExecutionQuery {
     /// The history of one task.
     pub fn task(id: impl Into<String>) -> Self {
-        ExecutionQuery {
-            task_id: Some(id.into()),
-            ..Default::default()
-        }
+        ExecutionQuery { task_id: Some(id.into()), ..Default::default() }
     }
 
     /// Only runs with this status.
@@ -139,21 +136,21 @@ impl ExecutionQuery {
     }
 }
 
-/// How much execution history a store keeps.
+/// How much execution history a store keeps: the oldest records go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// At most this many records per task (oldest dropped first).
+    /// At most this many records per task.
     pub max_per_task: usize,
+    /// At most this many records in all.
+    pub max_total: usize,
     /// Records older than this are dropped, if set.
     pub max_age: Option<Duration>,
 }
 
 impl Default for Retention {
+    /// 100 records per task, 100,000 in all, no age limit.
     fn default() -> Self {
-        Retention {
-            max_per_task: 1000,
-            max_age: None,
-        }
+        Retention { max_per_task: 100, max_total: 100_000, max_age: None }
     }
 }
 
@@ -185,6 +182,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn record_execution(&self, execution: &TaskExecution) -> Result<()>;
     /// Reads the history, newest first.
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<TaskExecution>>;
+    /// Appends several runs; the scheduler writes history in batches.
+    async fn record_executions(&self, batch: &[TaskExecution]) -> Result<()> {
+        for e in batch {
+            self.record_execution(e).await?;
+        }
+        Ok(())
+    }
 }
 
 /// True when `task` carries every tag of `tags`.
