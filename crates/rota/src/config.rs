@@ -39,6 +39,7 @@ pub struct SchedulerConfig {
     metrics: bool,
     logging: bool,
     stop_grace: Duration,
+    registry: crate::HandlerRegistry,
 }
 
 impl std::fmt::Debug for SchedulerConfig {
@@ -74,6 +75,7 @@ impl SchedulerConfig {
             metrics: true,
             logging: false,
             stop_grace: Duration::from_secs(30),
+            registry: crate::HandlerRegistry::new(),
         }
     }
 
@@ -139,6 +141,18 @@ impl SchedulerConfig {
         self
     }
 
+    /// The registry that binds tasks read back from the store to their handlers.
+    pub fn registry(mut self, registry: crate::HandlerRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Registers one handler (shorthand for a registry holding it).
+    pub fn handler(self, handler: std::sync::Arc<dyn crate::TaskHandler>) -> Self {
+        self.registry.register(handler);
+        self
+    }
+
     /// Builds the scheduler (`Build`).
     ///
     /// # Errors
@@ -179,6 +193,7 @@ impl SchedulerConfig {
             max_concurrency: self.max_concurrency,
             logging: self.logging,
             stop_grace: self.stop_grace,
+            registry: self.registry,
         }))
     }
 }

@@ -26,11 +26,13 @@ pub mod cron;
 pub mod error;
 pub mod global;
 pub mod monitor;
+mod registry;
 pub mod scheduler;
 pub mod store;
 pub mod task;
 
 pub use config::SchedulerConfig;
+pub use registry::HandlerRegistry;
 pub use cron::{parse_schedule, CronExpression, Schedule, Upcoming};
 pub use error::{CronField, Error, ErrorKind, ParseError, Result};
 pub use monitor::{DefaultMonitor, Monitor, PerformanceMetrics, SchedulerMetrics, TaskMetrics};
@@ -38,7 +40,8 @@ pub use scheduler::{
     DefaultScheduler, Event, Scheduler, SchedulerStats, SchedulerStatus, Status, TaskStats,
 };
 pub use store::{
-    ExecutionQuery, ExecutionStatus, MemoryStore, Retention, Store, StoreStats, TaskExecution,
+    ExecutionQuery, ExecutionStatus, LoadError, LoadReport, MemoryStore, Retention, Store,
+    StoreStats, TaskExecution,
 };
 pub use task::{
     at, cron, daily, every, every_day, every_hour, task_id_for, DefaultTask, FuncHandler,

@@ -267,6 +267,7 @@ pub(crate) struct Settings {
     pub max_concurrency: Option<usize>,
     pub logging: bool,
     pub stop_grace: Duration,
+    pub registry: crate::HandlerRegistry,
 }
 
 struct Entry {
@@ -275,6 +276,10 @@ struct Entry {
     name: Arc<str>,
     /// Queued for the write-behind to the store.
     dirty: bool,
+    /// Loaded from the store without a registered handler: the stored
+    /// `enabled` and `last_error`, restored when the handler is registered.
+    /// A held task is never written back, so the store keeps it intact.
+    held: Option<Box<(bool, String)>>,
     schedule: Schedule,
     zone: TimeZone,
     gen: u32,
@@ -319,6 +324,10 @@ struct State {
     run_cancel: CancellationToken,
     /// The wall-clock reading at the driver's previous look.
     last_seen: Option<Timestamp>,
+    /// Whether the store has been read (on the first start).
+    loaded: bool,
+    /// Tasks the store could not give back, with why.
+    load_errors: Vec<crate::store::LoadError>,
 }
 
 pub(crate) struct Inner {
@@ -381,6 +390,7 @@ impl DefaultScheduler {
             max_concurrency: None,
             logging: false,
             stop_grace: Duration::from_secs(30),
+            registry: crate::HandlerRegistry::new(),
         })
     }
 
@@ -401,6 +411,8 @@ impl DefaultScheduler {
                     driver_stop: None,
                     run_cancel: CancellationToken::new(),
                     last_seen: None,
+                    loaded: false,
+                    load_errors: Vec::new(),
                 }),
                 wake: Notify::new(),
                 listeners: RwLock::new(Vec::new()),
@@ -456,6 +468,11 @@ impl DefaultScheduler {
             let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             let running = st.status != Status::Stopped;
             let e = st.slots[slot as usize].as_mut().expect("indexed slot");
+            if on && e.held.is_some() {
+                return Err(Error::TaskHandlerRequired {
+                    task: format!("{} (handler {:?} is not registered)", e.task.name, e.task.handler_name),
+                });
+            }
             if on {
                 e.task.enable();
             } else {
@@ -545,6 +562,49 @@ impl Inner {
             let item = HeapItem { due, gen: e.gen, slot };
             st.heap.push(Reverse(item));
         }
+    }
+}
+
+impl Inner {
+    fn insert_entry(
+        st: &mut State,
+        task: DefaultTask,
+        schedule: Schedule,
+        zone: TimeZone,
+        now: Timestamp,
+        held: Option<Box<(bool, String)>>,
+    ) -> u32 {
+        let id: Arc<str> = task.id.as_str().into();
+        let entry = Entry {
+            id: id.clone(),
+            name: task.name.as_str().into(),
+            dirty: false,
+            held,
+            schedule,
+            zone,
+            gen: 0,
+            running: 0,
+            anchor: now,
+            last_fire: None,
+            total_duration: Duration::ZERO,
+            total_latency: Duration::ZERO,
+            started_runs: 0,
+            missed: 0,
+            skipped: 0,
+            task,
+        };
+        let slot = match st.free.pop() {
+            Some(s) => {
+                st.slots[s as usize] = Some(entry);
+                s
+            }
+            None => {
+                st.slots.push(Some(entry));
+                (st.slots.len() - 1) as u32
+            }
+        };
+        st.index.insert(id, slot);
+        slot
     }
 }
 
@@ -685,35 +745,10 @@ impl Scheduler for DefaultScheduler {
             }
             task.created_at = now;
             task.updated_at = now;
-            let id: Arc<str> = task.id.as_str().into();
-            let entry = Entry {
-                id: id.clone(),
-                name: task.name.as_str().into(),
-                dirty: false,
-                schedule,
-                zone,
-                gen: 0,
-                running: 0,
-                anchor: now,
-                last_fire: None,
-                total_duration: Duration::ZERO,
-                total_latency: Duration::ZERO,
-                started_runs: 0,
-                missed: 0,
-                skipped: 0,
-                task,
-            };
-            let slot = match st.free.pop() {
-                Some(s) => {
-                    st.slots[s as usize] = Some(entry);
-                    s
-                }
-                None => {
-                    st.slots.push(Some(entry));
-                    (st.slots.len() - 1) as u32
-                }
-            };
-            st.index.insert(id, slot);
+            if let Some(h) = &task.handler {
+                self.inner.s.registry.register_if_absent(h);
+            }
+            let slot = Inner::insert_entry(&mut st, task, schedule, zone, now, None);
             Inner::schedule_entry(&mut st, slot, now);
             let e = st.slots[slot as usize].as_ref().expect("slot");
             self.inner.s.monitor.set_task_name(&e.id, &e.task.name);
@@ -790,6 +825,16 @@ impl Scheduler for DefaultScheduler {
 
     async fn start(&self) -> Result<()> {
         let stop = CancellationToken::new();
+        let first = {
+            let st = self.inner.state.lock().unwrap();
+            if st.status != Status::Stopped {
+                return Err(Error::SchedulerAlreadyRunning);
+            }
+            !st.loaded
+        };
+        if first {
+            self.load_store().await?;
+        }
         {
             let mut st = self.inner.state.lock().unwrap();
             if st.status != Status::Stopped {
@@ -973,6 +1018,125 @@ impl Scheduler for DefaultScheduler {
 }
 
 impl DefaultScheduler {
+    /// Reads the store: tasks declared in code take their run state from it,
+    /// other tasks are added and bound to their handlers by name. A task whose
+    /// handler is not registered is held: loaded, disabled, with a
+    /// `last_error` naming the handler, and left intact in the store.
+    async fn load_store(&self) -> Result<()> {
+        let report = self.inner.s.store.load_all().await?;
+        let now = self.inner.s.clock.now();
+        let mut errors = report.errors;
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            for stored in report.tasks {
+                if let Some(&slot) = st.index.get(stored.id.as_str()) {
+                    let e = st.slots[slot as usize].as_mut().expect("slot");
+                    let same_schedule = e.task.schedule == stored.schedule
+                        && e.task.time_zone == stored.time_zone;
+                    let t = &mut e.task;
+                    t.run_count = stored.run_count;
+                    t.failed_count = stored.failed_count;
+                    t.last_run_at = stored.last_run_at;
+                    t.last_error = stored.last_error;
+                    t.retry_count = stored.retry_count;
+                    t.created_at = stored.created_at;
+                    if same_schedule && t.enabled && stored.next_run_at.is_some() {
+                        t.next_run_at = stored.next_run_at;
+                    }
+                    continue;
+                }
+                let mut task = stored;
+                let parsed = task.parsed_schedule().and_then(|s| {
+                    if let Some(z) = &task.time_zone {
+                        TimeZone::get(z).map_err(|_| Error::InvalidInput {
+                            what: "time_zone".into(),
+                            message: format!("unknown time zone {z:?}"),
+                        })?;
+                    }
+                    Ok(s)
+                });
+                let schedule = match parsed {
+                    Ok(s) => s,
+                    Err(e) => {
+                        errors.push(crate::store::LoadError { id: task.id.clone(), reason: e.to_string() });
+                        continue;
+                    }
+                };
+                let zone = task.zone(&self.inner.s.zone);
+                let held = match self.inner.s.registry.get(&task.handler_name) {
+                    Some(h) => {
+                        task.handler = Some(h);
+                        None
+                    }
+                    None => {
+                        let keep = Box::new((task.enabled, std::mem::take(&mut task.last_error)));
+                        task.enabled = false;
+                        task.handler = None;
+                        task.last_error = format!(
+                            "handler {:?} is not registered: register it to enable this task",
+                            task.handler_name
+                        );
+                        Some(keep)
+                    }
+                };
+                let slot = Inner::insert_entry(&mut st, task, schedule, zone, now, held);
+                let e = st.slots[slot as usize].as_ref().expect("slot");
+                self.inner.s.monitor.set_task_name(&e.id, &e.task.name);
+            }
+            for e in &errors {
+                tracing::warn!(target: "rota", task = %e.id, reason = %e.reason, "task not loaded from the store");
+            }
+            st.load_errors = errors;
+            st.loaded = true;
+        }
+        self.update_counts();
+        Ok(())
+    }
+
+    /// Tasks the store could not give back on the last load, each with its ID
+    /// and the reason. Every other task loaded.
+    pub fn load_errors(&self) -> Vec<crate::store::LoadError> {
+        self.inner.state.lock().unwrap().load_errors.clone()
+    }
+
+    /// Registers a handler, and binds and re-enables tasks loaded from the
+    /// store that were held waiting for it.
+    pub async fn register_handler(&self, handler: Arc<dyn crate::TaskHandler>) -> Result<()> {
+        self.inner.s.registry.register(handler.clone());
+        let now = self.inner.s.clock.now();
+        let snapshots: Vec<DefaultTask> = {
+            let mut st = self.inner.state.lock().unwrap();
+            let slots: Vec<u32> = st
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| {
+                    let e = e.as_ref()?;
+                    (e.held.is_some() && e.task.handler_name == handler.name()).then_some(i as u32)
+                })
+                .collect();
+            let mut out = Vec::new();
+            for slot in slots {
+                let e = st.slots[slot as usize].as_mut().expect("slot");
+                let (enabled, last_error) = *e.held.take().expect("held");
+                e.task.handler = Some(handler.clone());
+                e.task.enabled = enabled;
+                e.task.last_error = last_error;
+                e.gen = e.gen.wrapping_add(1);
+                Inner::schedule_entry(&mut st, slot, now);
+                out.push(st.slots[slot as usize].as_ref().expect("slot").task.clone());
+            }
+            out
+        };
+        self.inner.wake.notify_one();
+        self.update_counts();
+        if snapshots.is_empty() {
+            Ok(())
+        } else {
+            self.inner.s.store.save_batch(&snapshots).await
+        }
+    }
+
     fn update_counts(&self) {
         let (total, enabled) = {
             let st = self.inner.state.lock().unwrap();
@@ -990,5 +1154,21 @@ pub(crate) fn rate(ok: i64, total: i64) -> f64 {
         0.0
     } else {
         ok as f64 * 100.0 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "DefaultTask {} Entry {} Schedule {} Cron {} HeapItem {} TimeZone {}",
+            std::mem::size_of::<crate::DefaultTask>(),
+            std::mem::size_of::<super::Entry>(),
+            std::mem::size_of::<crate::Schedule>(),
+            std::mem::size_of::<crate::CronExpression>(),
+            std::mem::size_of::<super::HeapItem>(),
+            std::mem::size_of::<jiff::tz::TimeZone>(),
+        );
     }
 }

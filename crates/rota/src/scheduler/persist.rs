@@ -70,7 +70,8 @@ impl Inner {
                                 let slot = *st.index.get(id)?;
                                 let e = st.slots[slot as usize].as_mut()?;
                                 e.dirty = false;
-                                Some(e.task.clone())
+                                // A held task stays as the store has it.
+                                e.held.is_none().then(|| e.task.clone())
                             })
                             .collect()
                     };

@@ -154,6 +154,31 @@ impl Default for Retention {
     }
 }
 
+/// What [`Store::load_all`] read: the tasks that loaded, and one error per
+/// task that did not (a corrupt row or value affects only its task).
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Tasks read back.
+    pub tasks: Vec<DefaultTask>,
+    /// Tasks that could not be read: their ID and why.
+    pub errors: Vec<LoadError>,
+}
+
+/// A task that could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The task's ID (the key it is stored under).
+    pub id: String,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {:?}: {}", self.id, self.reason)
+    }
+}
+
 /// The seed's `Store`: where tasks are persisted, plus execution history.
 ///
 /// Every method fails with [`ErrorKind::StoreNotInitialized`](crate::ErrorKind)
@@ -182,6 +207,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn record_execution(&self, execution: &TaskExecution) -> Result<()>;
     /// Reads the history, newest first.
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<TaskExecution>>;
+    /// Every task that can be read, and an error for each that cannot.
+    async fn load_all(&self) -> Result<LoadReport> {
+        Ok(LoadReport { tasks: self.get_all().await?, errors: Vec::new() })
+    }
     /// Appends several runs; the scheduler writes history in batches.
     async fn record_executions(&self, batch: &[TaskExecution]) -> Result<()> {
         for e in batch {
