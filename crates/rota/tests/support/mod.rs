@@ -1,0 +1,3 @@
+//! Shared test helpers: the store conformance suite.
+
+pub mod conformance;
