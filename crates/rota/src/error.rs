@@ -313,6 +313,12 @@ impl Error {
         }
     }
 
+    /// A backend error: `backend` names the store or cluster (`"sqlite store"`),
+    /// `message` says what failed.
+    pub fn backend(backend: impl Into<String>, message: impl fmt::Display) -> Self {
+        Error::Backend { backend: backend.into(), message: message.to_string() }
+    }
+
     /// The parse error inside, if this is a schedule error.
     pub fn as_parse_error(&self) -> Option<&ParseError> {
         match self {

@@ -43,6 +43,12 @@ pub use store::{
     ExecutionQuery, ExecutionStatus, LoadError, LoadReport, MemoryStore, Retention, Store,
     StoreStats, TaskExecution,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresOptions, PostgresStore};
+#[cfg(feature = "redis")]
+pub use store::{RedisOptions, RedisStore};
+#[cfg(feature = "sqlite")]
+pub use store::{SqliteOptions, SqliteStore};
 pub use task::{
     at, cron, daily, every, every_day, every_hour, task_id_for, DefaultTask, FuncHandler,
     HandlerError, MisfirePolicy, OverlapPolicy, Task, TaskBuilder, TaskContext, TaskHandler,

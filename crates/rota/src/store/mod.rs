@@ -5,6 +5,12 @@
 //! handler's name, and the scheduler binds it again from its handler registry.
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +24,12 @@ use crate::error::Result;
 use crate::task::DefaultTask;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "redis")]
+pub use redis::{RedisOptions, RedisStore};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// The seed's `StoreStats`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,1 @@
+//! placeholder: the postgres store (being written).

@@ -1,0 +1,1 @@
+//! placeholder: the redis store (being written).

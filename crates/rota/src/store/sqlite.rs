@@ -1,0 +1,1 @@
+//! placeholder: the sqlite store (being written).
