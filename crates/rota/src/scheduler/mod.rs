@@ -737,20 +737,38 @@ impl Inner {
 impl Scheduler for DefaultScheduler {
     async fn add(&self, mut task: DefaultTask) -> Result<()> {
         let (schedule, zone) = self.validate_new(&task)?;
+        let loaded = self.inner.state.lock().unwrap().loaded;
+        let mut stored_next = None;
+        if !loaded {
+            // Declared again after a restart: carry on from the stored run state.
+            if let Ok(stored) = self.inner.s.store.get(&task.id).await {
+                let now = self.inner.s.clock.now();
+                task.created_at = now;
+                merge_run_state(&mut task, stored);
+                stored_next = task.next_run_at;
+            }
+        }
         let now = self.inner.s.clock.now();
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
             if st.index.contains_key(task.id.as_str()) {
                 return Err(Error::TaskAlreadyExists { id: task.id.clone() });
             }
-            task.created_at = now;
+            if stored_next.is_none() {
+                task.created_at = now;
+            }
             task.updated_at = now;
             if let Some(h) = &task.handler {
                 self.inner.s.registry.register_if_absent(h);
             }
             let slot = Inner::insert_entry(&mut st, task, schedule, zone, now, None);
             Inner::schedule_entry(&mut st, slot, now);
-            let e = st.slots[slot as usize].as_ref().expect("slot");
+            let e = st.slots[slot as usize].as_mut().expect("slot");
+            if stored_next.is_some() {
+                // Keep the stored next fire: if it passed while down, the
+                // misfire policy decides at start.
+                e.task.next_run_at = stored_next;
+            }
             self.inner.s.monitor.set_task_name(&e.id, &e.task.name);
             e.task.clone()
         };
@@ -1017,6 +1035,21 @@ impl Scheduler for DefaultScheduler {
     }
 }
 
+/// A task declared in code takes the run state of its stored self: counts,
+/// last run and error, and the next fire if the schedule did not change.
+fn merge_run_state(t: &mut DefaultTask, stored: DefaultTask) {
+    let same_schedule = t.schedule == stored.schedule && t.time_zone == stored.time_zone;
+    t.run_count = stored.run_count;
+    t.failed_count = stored.failed_count;
+    t.last_run_at = stored.last_run_at;
+    t.last_error = stored.last_error;
+    t.retry_count = stored.retry_count;
+    t.created_at = stored.created_at;
+    if same_schedule && t.enabled && stored.next_run_at.is_some() {
+        t.next_run_at = stored.next_run_at;
+    }
+}
+
 impl DefaultScheduler {
     /// Reads the store: tasks declared in code take their run state from it,
     /// other tasks are added and bound to their handlers by name. A task whose
@@ -1031,18 +1064,7 @@ impl DefaultScheduler {
             for stored in report.tasks {
                 if let Some(&slot) = st.index.get(stored.id.as_str()) {
                     let e = st.slots[slot as usize].as_mut().expect("slot");
-                    let same_schedule = e.task.schedule == stored.schedule
-                        && e.task.time_zone == stored.time_zone;
-                    let t = &mut e.task;
-                    t.run_count = stored.run_count;
-                    t.failed_count = stored.failed_count;
-                    t.last_run_at = stored.last_run_at;
-                    t.last_error = stored.last_error;
-                    t.retry_count = stored.retry_count;
-                    t.created_at = stored.created_at;
-                    if same_schedule && t.enabled && stored.next_run_at.is_some() {
-                        t.next_run_at = stored.next_run_at;
-                    }
+                    merge_run_state(&mut e.task, stored);
                     continue;
                 }
                 let mut task = stored;
