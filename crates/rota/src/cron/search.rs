@@ -373,7 +373,9 @@ fn land(civil: Civil, tz: &TimeZone) -> Option<Landing> {
 /// to its first pass); that map never decreases, so the first matching time
 /// whose instant is after `from` is the answer.
 fn next_fixed(c: &CronExpression, start: i64, tz: &TimeZone) -> Option<Timestamp> {
-    let off = i64::from(tz.to_offset(ts(start)?).seconds());
+    // The offset just before `start`: when `start` is the end of a gap, the
+    // skipped times land at `start` and are still ahead.
+    let off = i64::from(tz.to_offset(ts(start - 1)?).seconds());
     let mut local = start + off;
     loop {
         let civil = c.next_civil(Civil::from_local_seconds(local))?;
