@@ -16,7 +16,7 @@
 //!
 //! # Layout
 //!
-//! * [`cron`]: the cron engine ([`CronExpression`], [`Schedule`], [`parse_schedule`]).
+//! * [`cron`](mod@cron): the cron engine ([`CronExpression`], [`Schedule`], [`parse_schedule`]).
 //! * [`error`]: the one error type, with the seed's 17 kinds.
 //! * [`monitor`]: task, scheduler and process metrics ([`Monitor`], [`DefaultMonitor`]).
 

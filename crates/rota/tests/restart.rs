@@ -186,3 +186,83 @@ mod memory {
         super::tasks_declared_in_code_take_their_run_state_from_the_store(make()).await;
     }
 }
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use rota::SqliteStore;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static N: AtomicU32 = AtomicU32::new(0);
+
+    /// Opens a fresh file per call; the same file is reopened by a second
+    /// scheduler only through the returned Arc (the store outlives scheduler A).
+    fn path() -> std::path::PathBuf {
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        std::env::temp_dir().join(format!("rota-restart-{}-{n}.db", std::process::id()))
+    }
+
+    fn make() -> impl Fn() -> Arc<dyn Store> {
+        || {
+            let p = path();
+            let _ = std::fs::remove_file(&p);
+            let store = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(SqliteStore::open(&p))
+                    .unwrap()
+            })
+            .join()
+            .unwrap();
+            Arc::new(store) as Arc<dyn Store>
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn misfire_policies_apply_after_downtime() {
+        super::misfire_policies_apply_after_downtime(make()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_whose_handler_is_unknown_is_held_intact() {
+        super::a_task_whose_handler_is_unknown_is_held_intact(make()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tasks_declared_in_code_take_their_run_state_from_the_store() {
+        super::tasks_declared_in_code_take_their_run_state_from_the_store(make()).await;
+    }
+
+    /// A real restart: the second scheduler opens the file anew.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_process_on_the_same_file_carries_on() {
+        let p = path();
+        let clock = ManualClock::new(ts("2026-12-04T10:00:00Z"));
+        let (h, calls) = recorder("job");
+        {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&p).await.unwrap());
+            let a = scheduler(store.clone(), &clock, HandlerRegistry::new());
+            a.add(TaskBuilder::new("job", "", "*/10 * * * * *", h.clone()).build()).await.unwrap();
+            a.start().await.unwrap();
+            tick(&clock, 30).await;
+            a.stop().await.unwrap();
+            store.close().await.unwrap();
+        }
+        clock.advance(Duration::from_secs(5));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&p).await.unwrap());
+        let registry = HandlerRegistry::new();
+        registry.register(h);
+        let b = scheduler(store, &clock, registry);
+        b.start().await.unwrap();
+        tick(&clock, 10).await;
+        let t = b.get("job").unwrap();
+        assert_eq!(t.run_count(), 4);
+        assert_eq!(calls.lock().unwrap().last().unwrap().to_string(), "2026-12-04T10:00:40Z");
+        let hist = b.executions(&ExecutionQuery::task("job")).await.unwrap();
+        assert_eq!(hist.len(), 4);
+        b.stop().await.unwrap();
+        let _ = std::fs::remove_file(&p);
+    }
+}
