@@ -33,6 +33,8 @@ pub struct TaskContext {
     pub(crate) node_id: Arc<str>,
     pub(crate) fencing_token: Option<u64>,
     pub(crate) cancel: CancellationToken,
+    /// Output the handler wants kept in the execution history.
+    pub(crate) output: Arc<std::sync::Mutex<String>>,
 }
 
 impl TaskContext {
@@ -46,6 +48,7 @@ impl TaskContext {
             node_id: "local".into(),
             fencing_token: None,
             cancel: CancellationToken::new(),
+            output: Arc::default(),
         }
     }
 
@@ -88,6 +91,18 @@ impl TaskContext {
     /// the work, so a timeout or a stop ends the work promptly.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
+    }
+
+    /// Keeps `output` as this run's output in the execution history
+    /// (replacing what an earlier attempt set). The daemon's command jobs put
+    /// their captured stdout and stderr here.
+    pub fn set_output(&self, output: impl Into<String>) {
+        *self.output.lock().unwrap() = output.into();
+    }
+
+    /// The output set so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
     }
 
     /// The underlying token, to hand to other libraries.

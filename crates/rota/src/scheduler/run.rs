@@ -195,6 +195,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     inner.s.monitor.record_task_latency(&spec.id, latency);
     inner.s.monitor.record_task_start(&spec.id);
     let mut attempt_no = 1u32;
+    let output: Arc<std::sync::Mutex<String>> = Arc::default();
     let outcome: std::result::Result<(), (Error, String)> = loop {
         if inner.events_on() {
             inner.emit(Event::TaskStarting {
@@ -212,6 +213,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
             node_id: inner.s.node_id.clone(),
             fencing_token: None,
             cancel: spec.cancel.child_token(),
+            output: output.clone(),
         };
         let (err, msg) = match attempt(inner, &spec, ctx).await {
             Attempt::Ok => {
@@ -348,7 +350,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
         error: outcome.as_ref().err().map(|(_, m)| m.clone()).unwrap_or_default(),
         attempts: attempt_no,
         duration,
-        output: String::new(),
+        output: std::mem::take(&mut *output.lock().unwrap()),
     });
     inner.persist().await;
     outcome.map_err(|(e, _)| e)

@@ -5,6 +5,7 @@
 //! handler's name, and the scheduler binds it again from its handler registry.
 
 mod memory;
+mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -24,6 +25,7 @@ use crate::error::Result;
 use crate::task::DefaultTask;
 
 pub use memory::MemoryStore;
+pub use open::open;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "redis")]
