@@ -1,5 +1,8 @@
 //! The `rota` command line: `rota next`, `rota explain`.
 
+#[allow(dead_code)]
+mod http;
+
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
