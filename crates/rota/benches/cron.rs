@@ -168,12 +168,14 @@ struct Parsed {
 fn parse_all(case: &Case) -> Parsed {
     let rota = CronExpression::parse(case.rota)
         .unwrap_or_else(|e| panic!("rota rejects {:?}: {e}", case.rota));
-    let croner = case.croner.ok().map(|s| {
-        croner::Cron::from_str(s).unwrap_or_else(|e| panic!("croner rejects {s:?}: {e}"))
-    });
-    let cron = case.cron.ok().map(|s| {
-        cron::Schedule::from_str(s).unwrap_or_else(|e| panic!("cron rejects {s:?}: {e}"))
-    });
+    let croner = case
+        .croner
+        .ok()
+        .map(|s| croner::Cron::from_str(s).unwrap_or_else(|e| panic!("croner rejects {s:?}: {e}")));
+    let cron = case
+        .cron
+        .ok()
+        .map(|s| cron::Schedule::from_str(s).unwrap_or_else(|e| panic!("cron rejects {s:?}: {e}")));
     let saffron = case.saffron.ok().map(|s| {
         s.parse::<saffron::Cron>().unwrap_or_else(|e| panic!("saffron rejects {s:?}: {e:?}"))
     });
@@ -205,14 +207,18 @@ fn check(case: &Case, p: &Parsed, at: &Instants) {
         }
     }
     let n = case.iter_n;
-    let (rc, rl) = count_last(p.rota.upcoming(&at.utc[0]).take(n).map(|z| z.timestamp().as_second()));
+    let (rc, rl) =
+        count_last(p.rota.upcoming(&at.utc[0]).take(n).map(|z| z.timestamp().as_second()));
     let (nc, _) = count_last(p.rota.upcoming(&at.ny[0]).take(n).map(|z| z.timestamp().as_second()));
     let mut line = format!("check {:<13} iter n={n}: rota {rc}/{rl:?}", case.label);
     let mut it = |who: &str, (c, l): (usize, Option<i64>)| {
         line += &format!(", {who} {}", if (c, l) == (rc, rl) { "same" } else { "DIFFERENT" });
         if (c, l) != (rc, rl) {
             bad += 1;
-            println!("MISMATCH iter10k/{}/{who}: {c} fires, last {l:?}; rota {rc}, last {rl:?}", case.label);
+            println!(
+                "MISMATCH iter10k/{}/{who}: {c} fires, last {l:?}; rota {rc}, last {rl:?}",
+                case.label
+            );
         }
     };
     if nc != n {
@@ -225,7 +231,10 @@ fn check(case: &Case, p: &Parsed, at: &Instants) {
         it("cron", count_last(c.after(&at.chrono[0]).take(n).map(|d| d.timestamp())));
     }
     if let Some(c) = &p.saffron {
-        it("saffron", count_last(c.clone().iter_after(at.chrono[0]).take(n).map(|d| d.timestamp())));
+        it(
+            "saffron",
+            count_last(c.clone().iter_after(at.chrono[0]).take(n).map(|d| d.timestamp())),
+        );
     }
     println!("{line}; next: {}", if bad == 0 { "all agree" } else { "see MISMATCH lines" });
 }
@@ -375,7 +384,9 @@ fn benches(c: &mut Criterion) {
             });
         }
         if let Some(cr) = &p.cron {
-            g.bench_function("cron", |b| b.iter(|| drain(cr.after(black_box(&start_chrono)).take(n))));
+            g.bench_function("cron", |b| {
+                b.iter(|| drain(cr.after(black_box(&start_chrono)).take(n)))
+            });
         }
         if let Some(cr) = &p.saffron {
             g.bench_function("saffron", |b| {

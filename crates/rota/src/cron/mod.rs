@@ -264,7 +264,7 @@ impl CronExpression {
     /// ```
     pub fn upcoming(&self, from: &ZonedDateTime) -> Upcoming<'_> {
         let tz = self.tz.clone().unwrap_or_else(|| from.time_zone().clone());
-        Upcoming { cron: self, tz, cur: Some(from.timestamp()) }
+        Upcoming { cron: self, tz, cur: Some(from.timestamp()), seg: search::SegCache::default() }
     }
 
     /// The next fire strictly after the instant `from`, evaluating wall-clock
@@ -445,13 +445,15 @@ pub struct Upcoming<'a> {
     cron: &'a CronExpression,
     tz: TimeZone,
     cur: Option<Timestamp>,
+    /// The zone's offset segment around `cur`, kept between calls.
+    seg: search::SegCache,
 }
 
 impl Iterator for Upcoming<'_> {
     type Item = ZonedDateTime;
 
     fn next(&mut self) -> Option<ZonedDateTime> {
-        let next = search::next_after(self.cron, self.cur?, &self.tz);
+        let next = search::next_after_cached(self.cron, self.cur?, &self.tz, &mut self.seg);
         self.cur = next;
         next.map(|t| t.to_zoned_datetime(self.tz.clone()))
     }

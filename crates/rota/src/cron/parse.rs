@@ -185,8 +185,11 @@ impl Parser<'_> {
 
     /// A field of plain values, lists, ranges and steps.
     fn plain(&self, text: &str, spec: &Spec) -> Result<u64, ParseError> {
+        if text == "*" {
+            return Ok(span(spec.min, spec.max));
+        }
         let mut mask = 0u64;
-        for item in text.split(',') {
+        for item in text.split(|c: char| c == ',') {
             mask |= self.item(item, spec)?;
         }
         Ok(mask)
@@ -194,7 +197,7 @@ impl Parser<'_> {
 
     fn years(&self, text: &str) -> Result<Years, ParseError> {
         let mut y = Years([0; 4]);
-        for item in text.split(',') {
+        for item in text.split(|c: char| c == ',') {
             let (lo, hi, step) = self.range(item, &YEAR)?;
             let mut v = lo;
             while v <= hi {
@@ -209,6 +212,9 @@ impl Parser<'_> {
     /// One list item of a plain field, as a mask.
     fn item(&self, item: &str, spec: &Spec) -> Result<u64, ParseError> {
         let (lo, hi, step) = self.range(item, spec)?;
+        if step == 1 {
+            return Ok(span(lo, hi));
+        }
         let mut mask = 0u64;
         let mut v = lo;
         while v <= hi {
@@ -223,7 +229,7 @@ impl Parser<'_> {
         if item.is_empty() {
             return Err(self.err(spec, "empty value (two commas in a row, or a trailing comma?)"));
         }
-        let (base, step) = match item.split_once('/') {
+        let (base, step) = match split_byte(item, b'/') {
             Some((b, s)) => (b, Some(self.step(s, item, spec)?)),
             None => (item, None),
         };
@@ -237,7 +243,7 @@ impl Parser<'_> {
                 return Err(self.err(spec, format!("{item:?}: ? cannot take a step")));
             }
             (spec.min, spec.max)
-        } else if let Some((a, b)) = base.split_once('-') {
+        } else if let Some((a, b)) = split_byte(base, b'-') {
             let a = self.value(a, spec)?;
             let b = self.value(b, spec)?;
             if a > b {
@@ -315,13 +321,17 @@ impl Parser<'_> {
     /// Day of month: plain items plus `L`, `L-n`, `nW`, `LW`.
     fn dom(&mut self, text: &str) -> Result<(), ParseError> {
         let spec = &DOM;
-        for item in text.split(',') {
-            let upper = item.to_ascii_uppercase();
-            if upper == "L" {
+        if text == "*" || text == "?" {
+            self.out.dom |= span(1, 31) as u32;
+            return Ok(());
+        }
+        for item in text.split(|c: char| c == ',') {
+            let l_minus = item.len() >= 2 && item.as_bytes()[..2].eq_ignore_ascii_case(b"L-");
+            if item.eq_ignore_ascii_case("L") {
                 self.out.dom_last |= 1;
-            } else if upper == "LW" {
+            } else if item.eq_ignore_ascii_case("LW") {
                 self.out.flags |= FLAG_LW;
-            } else if let Some(n) = upper.strip_prefix("L-") {
+            } else if let Some(n) = l_minus.then(|| &item[2..]) {
                 match n.parse::<u32>() {
                     Ok(n) if n <= 30 => self.out.dom_last |= 1 << n,
                     _ => {
@@ -330,7 +340,7 @@ impl Parser<'_> {
                         )
                     }
                 }
-            } else if let Some(day) = upper.strip_suffix('W') {
+            } else if let Some(day) = item.strip_suffix(['W', 'w']) {
                 if day.contains(['-', '/', '*', '?']) {
                     return Err(self.err(
                         spec,
@@ -340,7 +350,7 @@ impl Parser<'_> {
                 let d = self.value(day, spec)?;
                 self.out.dom_nearest |= 1 << d;
             } else {
-                if upper.contains(['L', 'W', '#']) {
+                if item.contains(['L', 'l', 'W', 'w', '#']) {
                     return Err(
                         self.err(spec, format!("{item:?}: expected L, L-n, nW, LW, or a day 1-31"))
                     );
@@ -354,8 +364,8 @@ impl Parser<'_> {
     /// Day of week: plain items (7 is Sunday too) plus `L` (Saturday), `nL`, `n#k`.
     fn dow(&mut self, text: &str) -> Result<(), ParseError> {
         let spec = &DOW;
-        for item in text.split(',') {
-            if let Some((day, nth)) = item.split_once('#') {
+        for item in text.split(|c: char| c == ',') {
+            if let Some((day, nth)) = split_byte(item, b'#') {
                 if day.contains(['-', '/', '*', '?']) {
                     return Err(self.err(
                         spec,
@@ -394,4 +404,17 @@ impl Parser<'_> {
         }
         Ok(())
     }
+}
+
+/// Bits `lo..=hi` (hi <= 63).
+#[inline]
+fn span(lo: u32, hi: u32) -> u64 {
+    (!0u64 >> (63 - hi)) & (!0u64 << lo)
+}
+
+/// `s.split_once(b)` for an ASCII byte, inlined (no memchr call: the items are a few bytes).
+#[inline]
+fn split_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|x| x == b)?;
+    Some((&s[..i], &s[i + 1..]))
 }

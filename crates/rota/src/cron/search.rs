@@ -415,3 +415,71 @@ fn prev_fixed(c: &CronExpression, end: i64, tz: &TimeZone) -> Option<Timestamp> 
         }
     }
 }
+
+/// One stretch of a zone with a single offset: instants `start..end`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seg {
+    start: i64,
+    end: i64,
+    off: i64,
+}
+
+fn segment(tz: &TimeZone, t: i64) -> Option<Seg> {
+    let t_ts = ts(t)?;
+    let off = i64::from(tz.to_offset(t_ts).seconds());
+    let start =
+        tz.preceding(ts(t + 1)?).next().map_or(i64::MIN / 2, |tr| tr.timestamp().as_second());
+    let end = tz.following(t_ts).next().map_or(i64::MAX / 2, |tr| tr.timestamp().as_second());
+    Some(Seg { start, end, off })
+}
+
+/// The state [`next_after_cached`] keeps between calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SegCache {
+    seg: Option<Seg>,
+    /// The last fire came less than a day after its start: worth a segment.
+    frequent: bool,
+}
+
+/// [`next_after`] with the offset segment kept between calls: inside a
+/// segment, and a day away from its ends for a fixed-time schedule (so that
+/// no gap or fold can be involved), the answer needs no zone look-up at all.
+/// Only used while fires come less than a day apart; sparser schedules cross
+/// segments too often for the cache to pay.
+pub(crate) fn next_after_cached(
+    c: &CronExpression,
+    from: Timestamp,
+    tz: &TimeZone,
+    cache: &mut SegCache,
+) -> Option<Timestamp> {
+    if fixed_offset(tz).is_some() {
+        return next_after(c, from, tz);
+    }
+    let start = floor_second(from) + 1;
+    if cache.frequent {
+        if cache.seg.map_or(true, |s| start < s.start || start >= s.end) {
+            cache.seg = segment(tz, start);
+        }
+        // No fire left in the year range: the full search below decides.
+        let found = cache
+            .seg
+            .and_then(|s| Some((s, c.next_civil(Civil::from_local_seconds(start + s.off))?)));
+        if let Some((s, civil)) = found {
+            let cand = civil.to_local_seconds() - s.off;
+            let safe = if c.is_fixed_time() {
+                // `start - 1` in the segment too: times skipped by a gap that
+                // ends at `s.start` fire at `s.start` (see `next_fixed`).
+                start > s.start && cand >= s.start + 86_400 && cand + 86_400 < s.end
+            } else {
+                cand < s.end
+            };
+            if safe && cand >= start {
+                cache.frequent = cand - start < 86_400;
+                return ts(cand);
+            }
+        }
+    }
+    let next = next_after(c, from, tz)?;
+    cache.frequent = next.as_second() - start < 86_400;
+    Some(next)
+}
