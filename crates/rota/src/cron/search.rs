@@ -457,7 +457,7 @@ pub(crate) fn next_after_cached(
     }
     let start = floor_second(from) + 1;
     if cache.frequent {
-        if cache.seg.map_or(true, |s| start < s.start || start >= s.end) {
+        if cache.seg.is_none_or(|s| start < s.start || start >= s.end) {
             cache.seg = segment(tz, start);
         }
         // No fire left in the year range: the full search below decides.
