@@ -572,7 +572,8 @@ impl DefaultTask {
         self.id = id.into();
     }
 
-    fn validate_inner(&self) -> Result<()> {
+    /// Validates and returns the parsed schedule (one parse).
+    pub(crate) fn validate_parsed(&self) -> Result<Schedule> {
         if self.name.is_empty() {
             return Err(Error::TaskNameRequired { id: self.id.clone() });
         }
@@ -595,7 +596,7 @@ impl DefaultTask {
                 });
             }
         }
-        self.parsed_schedule().map(|_| ())
+        self.parsed_schedule()
     }
 }
 
@@ -723,7 +724,7 @@ impl Task for DefaultTask {
         Ok(())
     }
     fn validate(&self) -> Result<()> {
-        self.validate_inner()
+        self.validate_parsed().map(|_| ())
     }
     fn clone_task(&self) -> Box<dyn Task> {
         Box::new(self.clone())

@@ -326,6 +326,8 @@ struct State {
     last_seen: Option<Timestamp>,
     /// Whether the store has been read (on the first start).
     loaded: bool,
+    /// Enabled tasks, kept up to date so counting costs nothing.
+    enabled: i64,
     /// Tasks the store could not give back, with why.
     load_errors: Vec<crate::store::LoadError>,
 }
@@ -412,6 +414,7 @@ impl DefaultScheduler {
                     run_cancel: CancellationToken::new(),
                     last_seen: None,
                     loaded: false,
+                    enabled: 0,
                     load_errors: Vec::new(),
                 }),
                 wake: Notify::new(),
@@ -473,16 +476,19 @@ impl DefaultScheduler {
                     task: format!("{} (handler {:?} is not registered)", e.task.name, e.task.handler_name),
                 });
             }
+            let was = e.task.enabled;
             if on {
                 e.task.enable();
             } else {
                 e.task.disable();
             }
+            let delta = i64::from(on) - i64::from(was);
             e.gen = e.gen.wrapping_add(1);
             let next = if on { e.schedule.next_after(now, &e.zone, e.anchor) } else { None };
             e.task.next_run_at = next;
             let item = next.map(|due| HeapItem { due, gen: e.gen, slot });
             let snap = e.task.clone();
+            st.enabled += delta;
             if let (Some(item), true) = (item, running) {
                 st.heap.push(Reverse(item));
             }
@@ -519,8 +525,7 @@ impl DefaultScheduler {
     }
 
     fn validate_new(&self, task: &DefaultTask) -> Result<(Schedule, TimeZone)> {
-        task.validate()?;
-        let schedule = task.parsed_schedule()?;
+        let schedule = task.validate_parsed()?;
         let zone = task.zone(&self.inner.s.zone);
         Ok((schedule, zone))
     }
@@ -604,6 +609,9 @@ impl Inner {
             }
         };
         st.index.insert(id, slot);
+        if st.slots[slot as usize].as_ref().is_some_and(|e| e.task.enabled) {
+            st.enabled += 1;
+        }
         slot
     }
 }
@@ -737,51 +745,41 @@ impl Inner {
 impl Scheduler for DefaultScheduler {
     async fn add(&self, mut task: DefaultTask) -> Result<()> {
         let (schedule, zone) = self.validate_new(&task)?;
-        let loaded = self.inner.state.lock().unwrap().loaded;
-        let mut stored_next = None;
-        if !loaded {
-            // Declared again after a restart: carry on from the stored run state.
-            if let Ok(stored) = self.inner.s.store.get(&task.id).await {
-                let now = self.inner.s.clock.now();
-                task.created_at = now;
-                merge_run_state(&mut task, stored);
-                stored_next = task.next_run_at;
-            }
-        }
         let now = self.inner.s.clock.now();
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
             if st.index.contains_key(task.id.as_str()) {
                 return Err(Error::TaskAlreadyExists { id: task.id.clone() });
             }
-            if stored_next.is_none() {
-                task.created_at = now;
-            }
+            task.created_at = now;
             task.updated_at = now;
             if let Some(h) = &task.handler {
                 self.inner.s.registry.register_if_absent(h);
             }
             let slot = Inner::insert_entry(&mut st, task, schedule, zone, now, None);
             Inner::schedule_entry(&mut st, slot, now);
-            let e = st.slots[slot as usize].as_mut().expect("slot");
-            if stored_next.is_some() {
-                // Keep the stored next fire: if it passed while down, the
-                // misfire policy decides at start.
-                e.task.next_run_at = stored_next;
-            }
+            let loaded = st.loaded;
+            let e = st.slots[slot as usize].as_ref().expect("slot");
             self.inner.s.monitor.set_task_name(&e.id, &e.task.name);
-            e.task.clone()
+            // Before the first start the store has not been read: the task is
+            // written then, after taking its stored run state (see `load_store`).
+            loaded.then(|| e.task.clone())
         };
         self.inner.wake.notify_one();
         self.update_counts();
-        self.inner.s.store.save(&snapshot).await
+        match snapshot {
+            Some(t) => self.inner.s.store.save(&t).await,
+            None => Ok(()),
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
         {
             let mut st = self.inner.state.lock().unwrap();
             let slot = st.index.remove(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
-            st.slots[slot as usize] = None;
+            if st.slots[slot as usize].take().is_some_and(|e| e.task.enabled) {
+                st.enabled -= 1;
+            }
             st.free.push(slot);
         }
         self.inner.s.monitor.record_task_removed(id);
@@ -807,10 +805,12 @@ impl Scheduler for DefaultScheduler {
             task.created_at = e.task.created_at;
             task.updated_at = now;
             e.name = task.name.as_str().into();
+            let delta = i64::from(task.enabled) - i64::from(e.task.enabled);
             e.task = task;
             e.schedule = schedule;
             e.zone = zone;
             e.gen = e.gen.wrapping_add(1);
+            st.enabled += delta;
             Inner::schedule_entry(&mut st, slot, now);
             st.slots[slot as usize].as_ref().expect("slot").task.clone()
         };
@@ -987,7 +987,7 @@ impl Scheduler for DefaultScheduler {
     fn stats(&self) -> SchedulerStats {
         let st = self.inner.state.lock().unwrap();
         let total = st.index.len() as i64;
-        let enabled = st.slots.iter().flatten().filter(|e| e.task.enabled).count() as i64;
+        let enabled = st.enabled;
         let t = &st.totals;
         SchedulerStats {
             total_tasks: total,
@@ -1059,6 +1059,7 @@ impl DefaultScheduler {
         let report = self.inner.s.store.load_all().await?;
         let now = self.inner.s.clock.now();
         let mut errors = report.errors;
+        let declared: Vec<DefaultTask>;
         {
             let mut st = self.inner.state.lock().unwrap();
             for stored in report.tasks {
@@ -1110,8 +1111,19 @@ impl DefaultScheduler {
             }
             st.load_errors = errors;
             st.loaded = true;
+            declared = st
+                .slots
+                .iter()
+                .flatten()
+                .filter(|e| e.held.is_none() && e.task.handler.is_some())
+                .map(|e| e.task.clone())
+                .collect();
         }
         self.update_counts();
+        // Tasks declared in code (with their merged run state) reach the store.
+        for chunk in declared.chunks(10_000) {
+            self.inner.s.store.save_batch(chunk).await?;
+        }
         Ok(())
     }
 
@@ -1143,8 +1155,10 @@ impl DefaultScheduler {
                 let (enabled, last_error) = *e.held.take().expect("held");
                 e.task.handler = Some(handler.clone());
                 e.task.enabled = enabled;
+                let delta = i64::from(enabled);
                 e.task.last_error = last_error;
                 e.gen = e.gen.wrapping_add(1);
+                st.enabled += delta;
                 Inner::schedule_entry(&mut st, slot, now);
                 out.push(st.slots[slot as usize].as_ref().expect("slot").task.clone());
             }
@@ -1162,10 +1176,7 @@ impl DefaultScheduler {
     fn update_counts(&self) {
         let (total, enabled) = {
             let st = self.inner.state.lock().unwrap();
-            (
-                st.index.len() as i64,
-                st.slots.iter().flatten().filter(|e| e.task.enabled).count() as i64,
-            )
+            (st.index.len() as i64, st.enabled)
         };
         self.inner.s.monitor.set_task_counts(total, enabled);
     }
