@@ -32,10 +32,10 @@ pub mod store;
 pub mod task;
 
 pub use config::SchedulerConfig;
-pub use registry::HandlerRegistry;
 pub use cron::{parse_schedule, CronExpression, Schedule, Upcoming};
 pub use error::{CronField, Error, ErrorKind, ParseError, Result};
 pub use monitor::{DefaultMonitor, Monitor, PerformanceMetrics, SchedulerMetrics, TaskMetrics};
+pub use registry::HandlerRegistry;
 pub use scheduler::{
     DefaultScheduler, Event, Scheduler, SchedulerStats, SchedulerStatus, Status, TaskStats,
 };

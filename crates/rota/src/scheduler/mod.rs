@@ -39,6 +39,8 @@ use crate::task::{DefaultTask, MisfirePolicy, Task};
 
 pub use run::Trigger;
 
+type SchedState = State;
+
 /// The most missed fires counted one by one after downtime; beyond it the
 /// count is reported as this number (the scheduler never walks further).
 pub const MAX_MISSED_COUNTED: u64 = 100_000;
@@ -473,7 +475,10 @@ impl DefaultScheduler {
             let e = st.slots[slot as usize].as_mut().expect("indexed slot");
             if on && e.held.is_some() {
                 return Err(Error::TaskHandlerRequired {
-                    task: format!("{} (handler {:?} is not registered)", e.task.name, e.task.handler_name),
+                    task: format!(
+                        "{} (handler {:?} is not registered)",
+                        e.task.name, e.task.handler_name
+                    ),
                 });
             }
             let was = e.task.enabled;
@@ -630,8 +635,8 @@ impl Inner {
         loop {
             let notified = self.wake.notified();
             let (dispatches, next_due) = self.collect_due();
-            for d in dispatches {
-                run::spawn_fire(&self, d, Trigger::Schedule);
+            for (p, then) in dispatches {
+                run::spawn_prepared(&self, p, then);
             }
             let now = self.s.clock.now();
             let deadline = match next_due {
@@ -647,7 +652,9 @@ impl Inner {
     }
 
     /// Pops every due heap entry: runs, skips (overlap) and misfires.
-    fn collect_due(self: &Arc<Self>) -> (Vec<Dispatch>, Option<Timestamp>) {
+    fn collect_due(
+        self: &Arc<Self>,
+    ) -> (Vec<(Result<run::Prepared>, Vec<Timestamp>)>, Option<Timestamp>) {
         let now = self.s.clock.now();
         let mut st = self.state.lock().unwrap();
         if let Some(prev) = st.last_seen {
@@ -659,7 +666,7 @@ impl Inner {
         st.last_seen = Some(now);
         let mut out = Vec::new();
         if st.status != Status::Running {
-            return (out, None);
+            return (Vec::new(), None);
         }
         let mut events = Vec::new();
         while let Some(Reverse(top)) = st.heap.peek().copied() {
@@ -730,6 +737,8 @@ impl Inner {
             Inner::schedule_entry(&mut st, top.slot, now);
         }
         let next = st.heap.peek().map(|Reverse(i)| i.due);
+        let prepared: Vec<_> =
+            out.into_iter().map(|d| (run::prepare_locked(&mut st, &d), d.then)).collect();
         drop(st);
         for ev in events {
             if let Event::TaskMissed { task_id, count, first, last } = &ev {
@@ -737,7 +746,7 @@ impl Inner {
             }
             self.emit(ev);
         }
-        (out, next)
+        (prepared, next)
     }
 }
 
@@ -1081,7 +1090,10 @@ impl DefaultScheduler {
                 let schedule = match parsed {
                     Ok(s) => s,
                     Err(e) => {
-                        errors.push(crate::store::LoadError { id: task.id.clone(), reason: e.to_string() });
+                        errors.push(crate::store::LoadError {
+                            id: task.id.clone(),
+                            reason: e.to_string(),
+                        });
                         continue;
                     }
                 };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use super::{Dispatch, Event, Inner};
+use super::{Dispatch, Event, Inner, SchedState};
 use crate::clock::{elapsed, signed, Clock};
 use crate::error::{Error, Result};
 use crate::store::{ExecutionStatus, TaskExecution};
@@ -30,7 +30,7 @@ pub enum Trigger {
     Manual,
 }
 
-struct RunSpec {
+pub(crate) struct RunSpec {
     slot: u32,
     id: Arc<str>,
     name: Arc<str>,
@@ -49,9 +49,17 @@ enum Attempt {
     Cancelled,
 }
 
-/// Checks overlap and marks the run as started; `None` if skipped.
-fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<RunSpec>> {
-    let mut st = inner.state.lock().unwrap();
+/// The outcome of checking a fire against its task, under the state lock.
+pub(crate) enum Prepared {
+    /// Marked running: start it.
+    Run(RunSpec),
+    /// The previous run is still going and the task skips overlaps.
+    Skipped(Arc<str>, Timestamp),
+}
+
+/// Checks overlap and marks the run as started. Called with the state locked,
+/// so the driver prepares a whole batch of due fires under one lock.
+pub(crate) fn prepare_locked(st: &mut SchedState, d: &Dispatch) -> Result<Prepared> {
     let run_cancel = st.run_cancel.clone();
     let Some(Some(e)) = st.slots.get_mut(d.slot as usize) else {
         return Err(Error::TaskNotFound { id: String::new() });
@@ -63,27 +71,10 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
         e.skipped += 1;
         let id = e.id.clone();
         st.totals.skipped += 1;
-        drop(st);
-        inner.s.monitor.record_task_skipped(&id);
-        record_history(
-            inner,
-            &id,
-            ExecutionStatus::Skipped,
-            d.scheduled,
-            inner.s.clock.now(),
-            "previous run still going",
-        );
-        inner.emit(Event::TaskSkipped { task_id: id.to_string(), scheduled_at: d.scheduled });
-        if trigger == Trigger::Manual {
-            return Err(Error::InvalidInput {
-                what: format!("run of task {id:?}"),
-                message: "its previous run is still going and its overlap policy is skip".into(),
-            });
-        }
-        return Ok(None);
+        return Ok(Prepared::Skipped(id, d.scheduled));
     }
     e.running += 1;
-    Ok(Some(RunSpec {
+    Ok(Prepared::Run(RunSpec {
         slot: d.slot,
         id: e.id.clone(),
         name: e.name.clone(),
@@ -92,33 +83,74 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
         timeout: e.task.timeout,
         max_retries: e.task.max_retries,
         retry_delay: e.task.retry_delay,
-        cancel: run_cancel.child_token(),
+        cancel: run_cancel,
     }))
 }
 
-/// Starts a scheduled fire in its own task.
-pub(crate) fn spawn_fire(inner: &Arc<Inner>, mut d: Dispatch, trigger: Trigger) {
-    match prepare(inner, &d, trigger) {
-        Ok(Some(spec)) => {
-            let inner2 = inner.clone();
-            inner.tracker.spawn(async move {
-                let _ = execute(&inner2, spec).await;
-                // Catch-up fires run in order, each after the previous one ended.
-                for scheduled in std::mem::take(&mut d.then) {
-                    let next = Dispatch { slot: d.slot, scheduled, then: Vec::new() };
-                    match prepare(&inner2, &next, trigger) {
-                        Ok(Some(spec)) => {
-                            let _ = execute(&inner2, spec).await;
-                        }
-                        Ok(None) => {}
-                        Err(_) => break,
-                    }
-                }
-            });
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(target: "rota", error = %e, "fire not run"),
+/// Records a skipped fire (outside the lock); a manual run gets an error.
+fn skipped(
+    inner: &Arc<Inner>,
+    id: &Arc<str>,
+    scheduled: Timestamp,
+    trigger: Trigger,
+) -> Result<()> {
+    inner.s.monitor.record_task_skipped(id);
+    record_history(
+        inner,
+        id,
+        ExecutionStatus::Skipped,
+        scheduled,
+        inner.s.clock.now(),
+        "previous run still going",
+    );
+    inner.emit(Event::TaskSkipped { task_id: id.to_string(), scheduled_at: scheduled });
+    if trigger == Trigger::Manual {
+        return Err(Error::InvalidInput {
+            what: format!("run of task {id:?}"),
+            message: "its previous run is still going and its overlap policy is skip".into(),
+        });
     }
+    Ok(())
+}
+
+/// Checks overlap and marks the run as started; `None` if skipped.
+fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<RunSpec>> {
+    let p = prepare_locked(&mut inner.state.lock().unwrap(), d)?;
+    match p {
+        Prepared::Run(spec) => Ok(Some(spec)),
+        Prepared::Skipped(id, at) => skipped(inner, &id, at, trigger).map(|()| None),
+    }
+}
+
+/// Starts a fire prepared by the driver in its own task; catch-up fires of
+/// the same task (`then`) follow in order, each after the previous one ended.
+pub(crate) fn spawn_prepared(inner: &Arc<Inner>, p: Result<Prepared>, then: Vec<Timestamp>) {
+    let spec = match p {
+        Ok(Prepared::Run(spec)) => spec,
+        Ok(Prepared::Skipped(id, at)) => {
+            let _ = skipped(inner, &id, at, Trigger::Schedule);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(target: "rota", error = %e, "fire not run");
+            return;
+        }
+    };
+    let inner2 = inner.clone();
+    inner.tracker.spawn(async move {
+        let slot = spec.slot;
+        let _ = execute(&inner2, spec).await;
+        for scheduled in then {
+            let next = Dispatch { slot, scheduled, then: Vec::new() };
+            match prepare(&inner2, &next, Trigger::Schedule) {
+                Ok(Some(spec)) => {
+                    let _ = execute(&inner2, spec).await;
+                }
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+    });
 }
 
 /// Runs a fire in the caller's task and returns its outcome.
@@ -170,6 +202,9 @@ async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attemp
     let deadline = inner.s.clock.now() + signed(spec.timeout);
     let clock = inner.s.clock.clone();
     let result = tokio::select! {
+        // The handler first: most finish at their first poll, and then the
+        // other futures are never polled (no waiter registered on shared tokens).
+        biased;
         r = &mut job => return match r {
             Ok(Ok(())) => Attempt::Ok,
             Ok(Err(e)) => Attempt::Failed(e.to_string()),
@@ -212,7 +247,8 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
             attempt: attempt_no,
             node_id: inner.s.node_id.clone(),
             fencing_token: None,
-            cancel: spec.cancel.child_token(),
+            // A token of its own: cheap, and no lock shared with other runs.
+            cancel: CancellationToken::new(),
             output: output.clone(),
         };
         let (err, msg) = match attempt(inner, &spec, ctx).await {
