@@ -41,6 +41,9 @@ pub use run::Trigger;
 
 type SchedState = State;
 
+/// Fires the driver prepared, each with its catch-up fires.
+type PreparedFires = Vec<(Result<run::Prepared>, Vec<Timestamp>)>;
+
 /// The most missed fires counted one by one after downtime; beyond it the
 /// count is reported as this number (the scheduler never walks further).
 pub const MAX_MISSED_COUNTED: u64 = 100_000;
@@ -652,9 +655,7 @@ impl Inner {
     }
 
     /// Pops every due heap entry: runs, skips (overlap) and misfires.
-    fn collect_due(
-        self: &Arc<Self>,
-    ) -> (Vec<(Result<run::Prepared>, Vec<Timestamp>)>, Option<Timestamp>) {
+    fn collect_due(self: &Arc<Self>) -> (PreparedFires, Option<Timestamp>) {
         let now = self.s.clock.now();
         let mut st = self.state.lock().unwrap();
         if let Some(prev) = st.last_seen {
