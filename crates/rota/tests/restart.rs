@@ -10,8 +10,8 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use rota::clock::ManualClock;
 use rota::{
-    DefaultScheduler, ExecutionQuery, ExecutionStatus, FuncHandler, HandlerRegistry,
-    MisfirePolicy, Scheduler, SchedulerConfig, Store, Task, TaskBuilder, TaskHandler,
+    DefaultScheduler, ExecutionQuery, ExecutionStatus, FuncHandler, HandlerRegistry, MisfirePolicy,
+    Scheduler, SchedulerConfig, Store, Task, TaskBuilder, TaskHandler,
 };
 
 type Calls = Arc<Mutex<Vec<Timestamp>>>;
@@ -42,7 +42,11 @@ async fn tick(clock: &ManualClock, secs: u64) {
     }
 }
 
-fn scheduler(store: Arc<dyn Store>, clock: &ManualClock, registry: HandlerRegistry) -> DefaultScheduler {
+fn scheduler(
+    store: Arc<dyn Store>,
+    clock: &ManualClock,
+    registry: HandlerRegistry,
+) -> DefaultScheduler {
     SchedulerConfig::new()
         .store(store)
         .clock(Arc::new(clock.clone()))
@@ -60,11 +64,16 @@ fn ts(s: &str) -> Timestamp {
 /// Runs a task every 10 s from 10:00:00 to 10:00:30 on a first scheduler,
 /// stops it, moves the clock to 10:01:35, and starts a second scheduler on the
 /// same store that knows the handler only by registry.
-async fn restart_with(store: Arc<dyn Store>, policy: MisfirePolicy) -> (Calls, DefaultScheduler, ManualClock) {
+async fn restart_with(
+    store: Arc<dyn Store>,
+    policy: MisfirePolicy,
+) -> (Calls, DefaultScheduler, ManualClock) {
     let clock = ManualClock::new(ts("2026-12-04T10:00:00Z"));
     let (h, calls) = recorder("job");
     let a = scheduler(store.clone(), &clock, HandlerRegistry::new());
-    a.add(TaskBuilder::new("job", "", "*/10 * * * * *", h.clone()).misfire(policy).build()).await.unwrap();
+    a.add(TaskBuilder::new("job", "", "*/10 * * * * *", h.clone()).misfire(policy).build())
+        .await
+        .unwrap();
     a.start().await.unwrap();
     tick(&clock, 30).await;
     a.stop().await.unwrap();
@@ -92,7 +101,8 @@ async fn misfire_policies_apply_after_downtime(make: impl Fn() -> Arc<dyn Store>
     tick(&clock, 5).await;
     assert_eq!(after(&calls, 3), ["2026-12-04T10:01:40Z"]);
     assert_eq!(b.task_stats("job").unwrap().run_count, 4, "counts continue");
-    let missed = b.executions(&ExecutionQuery::task("job").status(ExecutionStatus::Missed)).await.unwrap();
+    let missed =
+        b.executions(&ExecutionQuery::task("job").status(ExecutionStatus::Missed)).await.unwrap();
     assert_eq!(missed.len(), 1);
     assert!(missed[0].error.contains("6 missed fires"), "{}", missed[0].error);
 
@@ -101,9 +111,15 @@ async fn misfire_policies_apply_after_downtime(make: impl Fn() -> Arc<dyn Store>
     assert_eq!(b.task_stats("job").unwrap().missed_fires, 5);
 
     let (calls, b, _) = restart_with(make(), MisfirePolicy::RunAll { max: 3 }).await;
-    assert_eq!(after(&calls, 3), ["2026-12-04T10:01:10Z", "2026-12-04T10:01:20Z", "2026-12-04T10:01:30Z"]);
+    assert_eq!(
+        after(&calls, 3),
+        ["2026-12-04T10:01:10Z", "2026-12-04T10:01:20Z", "2026-12-04T10:01:30Z"]
+    );
     assert_eq!(b.task_stats("job").unwrap().missed_fires, 3);
-    let runs = b.executions(&ExecutionQuery::task("job").status(ExecutionStatus::Completed)).await.unwrap();
+    let runs = b
+        .executions(&ExecutionQuery::task("job").status(ExecutionStatus::Completed))
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 6);
     assert!(runs.iter().all(|e| e.node_id == "node-a" && e.attempts == 1));
 }
@@ -141,11 +157,17 @@ async fn a_task_whose_handler_is_unknown_is_held_intact(make: impl Fn() -> Arc<d
     b.stop().await.unwrap();
 }
 
-async fn tasks_declared_in_code_take_their_run_state_from_the_store(make: impl Fn() -> Arc<dyn Store>) {
+async fn tasks_declared_in_code_take_their_run_state_from_the_store(
+    make: impl Fn() -> Arc<dyn Store>,
+) {
     let store = make();
     let clock = ManualClock::new(ts("2026-12-04T10:00:00Z"));
     let (h, calls) = recorder("decl");
-    let task = || TaskBuilder::new("decl", "", "*/10 * * * * *", h.clone()).misfire(MisfirePolicy::RunOnce).build();
+    let task = || {
+        TaskBuilder::new("decl", "", "*/10 * * * * *", h.clone())
+            .misfire(MisfirePolicy::RunOnce)
+            .build()
+    };
     let a = scheduler(store.clone(), &clock, HandlerRegistry::new());
     a.add(task()).await.unwrap();
     a.start().await.unwrap();

@@ -142,7 +142,8 @@ pub async fn concurrent_writers_lose_nothing(s: Arc<dyn Store>) {
 
 pub async fn a_hundred_thousand_tasks_save_and_read_back(s: Arc<dyn Store>) {
     let n = 100_000;
-    let all: Vec<DefaultTask> = (0..n).map(|i| task(&format!("t{i:06}"), &[], i % 3 != 0)).collect();
+    let all: Vec<DefaultTask> =
+        (0..n).map(|i| task(&format!("t{i:06}"), &[], i % 3 != 0)).collect();
     for chunk in all.chunks(10_000) {
         s.save_batch(chunk).await.unwrap();
     }
@@ -161,7 +162,10 @@ pub async fn close_then_use_is_a_clear_error(s: Arc<dyn Store>) {
     let e = s.get("a").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::StoreNotInitialized, "{e}");
     assert!(e.to_string().contains("closed"), "{e}");
-    assert_eq!(s.save(&task("b", &[], true)).await.unwrap_err().kind(), ErrorKind::StoreNotInitialized);
+    assert_eq!(
+        s.save(&task("b", &[], true)).await.unwrap_err().kind(),
+        ErrorKind::StoreNotInitialized
+    );
 }
 
 fn exec(task: &str, status: ExecutionStatus, at: i64) -> TaskExecution {
@@ -194,7 +198,8 @@ pub async fn execution_history_queries(s: Arc<dyn Store>) {
     let secs: Vec<i64> = a.iter().map(|e| e.started_at.as_second() - 1_800_000_000).collect();
     assert_eq!(secs, [4, 2, 1], "newest first");
     assert_eq!(a[1], exec("a", ExecutionStatus::Failed, 2), "every field round-trips");
-    let failed = s.executions(&ExecutionQuery::task("a").status(ExecutionStatus::Failed)).await.unwrap();
+    let failed =
+        s.executions(&ExecutionQuery::task("a").status(ExecutionStatus::Failed)).await.unwrap();
     assert_eq!(failed.len(), 1);
     let completed =
         s.executions(&ExecutionQuery::default().status(ExecutionStatus::Completed)).await.unwrap();
@@ -206,7 +211,8 @@ pub async fn execution_history_queries(s: Arc<dyn Store>) {
 
 /// The store must have been opened with a retention of at most 10 records per task.
 pub async fn execution_history_is_bounded(s: Arc<dyn Store>) {
-    let batch: Vec<TaskExecution> = (0..25).map(|i| exec("a", ExecutionStatus::Completed, i)).collect();
+    let batch: Vec<TaskExecution> =
+        (0..25).map(|i| exec("a", ExecutionStatus::Completed, i)).collect();
     s.record_executions(&batch).await.unwrap();
     for i in 25..30 {
         s.record_execution(&exec("a", ExecutionStatus::Completed, i)).await.unwrap();
