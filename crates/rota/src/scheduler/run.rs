@@ -227,7 +227,6 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     };
     let first_start = clock.now();
     let latency = elapsed(spec.scheduled, first_start);
-    inner.s.monitor.record_task_latency(&spec.id, latency);
     inner.s.monitor.record_task_start(&spec.id);
     let mut attempt_no = 1u32;
     let output: Arc<std::sync::Mutex<String>> = Arc::default();
@@ -335,6 +334,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     // The bookkeeping below can wait: let fires queued behind this one start
     // their handlers first, so a burst of due fires is not delayed by it.
     tokio::task::yield_now().await;
+    inner.s.monitor.record_task_latency(&spec.id, latency);
     let ok = outcome.is_ok();
     match &outcome {
         Ok(()) => inner.s.monitor.record_task_complete(&spec.id, duration, None),

@@ -162,9 +162,9 @@ pub struct Retention {
 }
 
 impl Default for Retention {
-    /// 100 records per task, 100,000 in all, no age limit.
+    /// 100 records per task, 10,000 in all, no age limit.
     fn default() -> Self {
-        Retention { max_per_task: 100, max_total: 100_000, max_age: None }
+        Retention { max_per_task: 100, max_total: 10_000, max_age: None }
     }
 }
 
