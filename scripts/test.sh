@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then
-  bash scripts/services.sh
+  bash scripts/services.sh --with-chromium
 else
-  sudo bash scripts/services.sh
+  sudo bash scripts/services.sh --with-chromium
 fi
 
 export CARGO_TERM_COLOR=never
