@@ -294,16 +294,16 @@ pub trait Task: Send + Sync + fmt::Debug + fmt::Display {
 /// name, for re-binding), `time_zone`, `overlap`, `misfire` and `misfire_grace`.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct DefaultTask {
-    pub(crate) id: String,
-    pub(crate) name: String,
+    pub(crate) id: Arc<str>,
+    pub(crate) name: Arc<str>,
     #[serde(default)]
-    pub(crate) description: String,
-    pub(crate) schedule: String,
+    pub(crate) description: Arc<str>,
+    pub(crate) schedule: Arc<str>,
     #[serde(skip)]
     pub(crate) handler: Option<Arc<dyn TaskHandler>>,
     /// The handler's name, kept when the handler itself is not.
     #[serde(rename = "handler", default)]
-    pub(crate) handler_name: String,
+    pub(crate) handler_name: Arc<str>,
     pub(crate) enabled: bool,
     pub(crate) created_at: Timestamp,
     pub(crate) updated_at: Timestamp,
@@ -314,7 +314,7 @@ pub struct DefaultTask {
     #[serde(default)]
     pub(crate) failed_count: i64,
     #[serde(default)]
-    pub(crate) last_error: String,
+    pub(crate) last_error: Arc<str>,
     #[serde(with = "nanos", default)]
     pub(crate) timeout: Duration,
     #[serde(default)]
@@ -324,9 +324,9 @@ pub struct DefaultTask {
     #[serde(default)]
     pub(crate) max_retries: u32,
     #[serde(default)]
-    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) tags: Arc<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) time_zone: Option<String>,
+    pub(crate) time_zone: Option<Arc<str>>,
     #[serde(default)]
     pub(crate) overlap: OverlapPolicy,
     #[serde(default)]
@@ -337,6 +337,11 @@ pub struct DefaultTask {
     /// schedule (`at("25:00")`); reported by `validate`.
     #[serde(skip)]
     pub(crate) pending_error: Option<Box<ParseError>>,
+}
+
+/// A shared string from anything string-like.
+fn arc(s: impl Into<String>) -> Arc<str> {
+    Arc::from(s.into())
 }
 
 fn default_grace() -> Duration {
@@ -421,11 +426,11 @@ impl DefaultTask {
         let name = name.into();
         let now = Timestamp::now();
         DefaultTask {
-            id: task_id_for(&name),
-            handler_name: handler.name().to_string(),
-            name,
-            description: description.into(),
-            schedule: schedule.into(),
+            id: task_id_for(&name).into(),
+            handler_name: handler.name().into(),
+            name: name.into(),
+            description: arc(description),
+            schedule: arc(schedule),
             handler: Some(handler),
             enabled: true,
             created_at: now,
@@ -434,12 +439,12 @@ impl DefaultTask {
             next_run_at: None,
             run_count: 0,
             failed_count: 0,
-            last_error: String::new(),
+            last_error: "".into(),
             timeout: Duration::ZERO,
             retry_count: 0,
             retry_delay: Duration::ZERO,
             max_retries: 0,
-            tags: BTreeMap::new(),
+            tags: Arc::default(),
             time_zone: None,
             overlap: OverlapPolicy::Skip,
             misfire: MisfirePolicy::Skip,
@@ -451,11 +456,11 @@ impl DefaultTask {
     /// Copies any [`Task`] into a `DefaultTask` (policies take their defaults).
     pub fn from_task(t: &dyn Task) -> DefaultTask {
         DefaultTask {
-            id: t.id().to_string(),
-            name: t.name().to_string(),
-            description: t.description().to_string(),
-            schedule: t.schedule().to_string(),
-            handler_name: t.handler().map(|h| h.name().to_string()).unwrap_or_default(),
+            id: t.id().into(),
+            name: t.name().into(),
+            description: t.description().into(),
+            schedule: t.schedule().into(),
+            handler_name: t.handler().map(|h| h.name().into()).unwrap_or_else(|| "".into()),
             handler: t.handler(),
             enabled: t.enabled(),
             created_at: t.created_at(),
@@ -464,12 +469,12 @@ impl DefaultTask {
             next_run_at: t.next_run_at(),
             run_count: t.run_count(),
             failed_count: t.failed_count(),
-            last_error: t.last_error().to_string(),
+            last_error: t.last_error().into(),
             timeout: t.timeout(),
             retry_count: t.retry_count(),
             retry_delay: t.retry_delay(),
             max_retries: t.max_retries(),
-            tags: t.tags().clone(),
+            tags: Arc::new(t.tags().clone()),
             time_zone: None,
             overlap: OverlapPolicy::default(),
             misfire: MisfirePolicy::default(),
@@ -485,10 +490,10 @@ impl DefaultTask {
     /// The schedule's parse error, attached to this task.
     pub fn parsed_schedule(&self) -> Result<Schedule> {
         if let Some(e) = &self.pending_error {
-            return Err(Error::TaskSchedule { task: self.name.clone(), source: (**e).clone() });
+            return Err(Error::TaskSchedule { task: self.name.to_string(), source: (**e).clone() });
         }
         Schedule::parse(&self.schedule)
-            .map_err(|source| Error::TaskSchedule { task: self.name.clone(), source })
+            .map_err(|source| Error::TaskSchedule { task: self.name.to_string(), source })
     }
 
     /// The task's own time zone (IANA name), if set.
@@ -526,13 +531,13 @@ impl DefaultTask {
 
     /// Binds a handler (and records its name).
     pub fn set_handler(&mut self, handler: Arc<dyn TaskHandler>) {
-        self.handler_name = handler.name().to_string();
+        self.handler_name = handler.name().into();
         self.handler = Some(handler);
     }
 
     /// Changes the schedule.
     pub fn set_schedule(&mut self, schedule: impl Into<String>) {
-        self.schedule = schedule.into();
+        self.schedule = arc(schedule);
         self.pending_error = None;
         self.updated_at = Timestamp::now();
     }
@@ -569,24 +574,24 @@ impl DefaultTask {
 
     /// Sets the task's ID explicitly.
     pub fn set_id(&mut self, id: impl Into<String>) {
-        self.id = id.into();
+        self.id = arc(id);
     }
 
     /// Validates and returns the parsed schedule (one parse).
     pub(crate) fn validate_parsed(&self) -> Result<Schedule> {
         if self.name.is_empty() {
-            return Err(Error::TaskNameRequired { id: self.id.clone() });
+            return Err(Error::TaskNameRequired { id: self.id.to_string() });
         }
         if self.id.is_empty() {
-            return Err(Error::TaskIdRequired { name: self.name.clone() });
+            return Err(Error::TaskIdRequired { name: self.name.to_string() });
         }
         if self.handler.is_none() {
-            return Err(Error::TaskHandlerRequired { task: self.name.clone() });
+            return Err(Error::TaskHandlerRequired { task: self.name.to_string() });
         }
         if let Some(z) = &self.time_zone {
             if TimeZone::get(z).is_err() {
                 return Err(Error::TaskSchedule {
-                    task: self.name.clone(),
+                    task: self.name.to_string(),
                     source: ParseError::new(
                         ErrorKind::InvalidSchedule,
                         &self.schedule,
@@ -713,7 +718,7 @@ impl Task for DefaultTask {
             message: e.to_string(),
         })?;
         if t.handler_name.is_empty()
-            || self.handler.as_ref().is_some_and(|h| h.name() == t.handler_name)
+            || self.handler.as_ref().is_some_and(|h| h.name() == &*t.handler_name)
         {
             t.handler = self.handler.clone();
             if t.handler_name.is_empty() {
@@ -791,13 +796,13 @@ impl TaskBuilder {
 
     /// Adds a tag (`AddTag`).
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.task.tags.insert(key.into(), value.into());
+        Arc::make_mut(&mut self.task.tags).insert(key.into(), value.into());
         self
     }
 
     /// Evaluates the schedule in this IANA zone (a `CRON_TZ=` prefix still wins).
     pub fn time_zone(mut self, zone: impl Into<String>) -> Self {
-        self.task.time_zone = Some(zone.into());
+        self.task.time_zone = Some(arc(zone));
         self
     }
 
@@ -827,13 +832,13 @@ impl TaskBuilder {
 
     /// An explicit ID instead of the one derived from the name.
     pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.task.id = id.into();
+        self.task.id = arc(id);
         self
     }
 
     /// The description.
     pub fn description(mut self, d: impl Into<String>) -> Self {
-        self.task.description = d.into();
+        self.task.description = arc(d);
         self
     }
 

@@ -587,10 +587,10 @@ impl Inner {
         now: Timestamp,
         held: Option<Box<(bool, String)>>,
     ) -> u32 {
-        let id: Arc<str> = task.id.as_str().into();
+        let id: Arc<str> = task.id.clone();
         let entry = Entry {
             id: id.clone(),
-            name: task.name.as_str().into(),
+            name: task.name.clone(),
             dirty: false,
             held,
             schedule,
@@ -758,8 +758,8 @@ impl Scheduler for DefaultScheduler {
         let now = self.inner.s.clock.now();
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
-            if st.index.contains_key(task.id.as_str()) {
-                return Err(Error::TaskAlreadyExists { id: task.id.clone() });
+            if st.index.contains_key(&*task.id) {
+                return Err(Error::TaskAlreadyExists { id: task.id.to_string() });
             }
             task.created_at = now;
             task.updated_at = now;
@@ -809,12 +809,12 @@ impl Scheduler for DefaultScheduler {
             let mut st = self.inner.state.lock().unwrap();
             let slot = *st
                 .index
-                .get(task.id.as_str())
-                .ok_or_else(|| Error::TaskNotFound { id: task.id.clone() })?;
+                .get(&*task.id)
+                .ok_or_else(|| Error::TaskNotFound { id: task.id.to_string() })?;
             let e = st.slots[slot as usize].as_mut().expect("slot");
             task.created_at = e.task.created_at;
             task.updated_at = now;
-            e.name = task.name.as_str().into();
+            e.name = task.name.clone();
             let delta = i64::from(task.enabled) - i64::from(e.task.enabled);
             e.task = task;
             e.schedule = schedule;
@@ -1029,15 +1029,15 @@ impl Scheduler for DefaultScheduler {
             }
         };
         Ok(TaskStats {
-            task_id: t.id.clone(),
-            task_name: t.name.clone(),
+            task_id: t.id.to_string(),
+            task_name: t.name.to_string(),
             run_count: t.run_count,
             failed_count: t.failed_count,
             success_rate: rate(t.run_count - t.failed_count, t.run_count),
             last_run_at: t.last_run_at,
             next_run_at: t.next_run_at,
             average_time: avg(e.total_duration, t.run_count),
-            last_error: t.last_error.clone(),
+            last_error: t.last_error.to_string(),
             missed_fires: e.missed,
             skipped_fires: e.skipped,
             average_latency: avg(e.total_latency, e.started_runs),
@@ -1073,7 +1073,7 @@ impl DefaultScheduler {
         {
             let mut st = self.inner.state.lock().unwrap();
             for stored in report.tasks {
-                if let Some(&slot) = st.index.get(stored.id.as_str()) {
+                if let Some(&slot) = st.index.get(&*stored.id) {
                     let e = st.slots[slot as usize].as_mut().expect("slot");
                     merge_run_state(&mut e.task, stored);
                     continue;
@@ -1092,7 +1092,7 @@ impl DefaultScheduler {
                     Ok(s) => s,
                     Err(e) => {
                         errors.push(crate::store::LoadError {
-                            id: task.id.clone(),
+                            id: task.id.to_string(),
                             reason: e.to_string(),
                         });
                         continue;
@@ -1105,13 +1105,14 @@ impl DefaultScheduler {
                         None
                     }
                     None => {
-                        let keep = Box::new((task.enabled, std::mem::take(&mut task.last_error)));
+                        let keep = Box::new((task.enabled, task.last_error.to_string()));
                         task.enabled = false;
                         task.handler = None;
                         task.last_error = format!(
                             "handler {:?} is not registered: register it to enable this task",
                             task.handler_name
-                        );
+                        )
+                        .into();
                         Some(keep)
                     }
                 };
@@ -1159,7 +1160,8 @@ impl DefaultScheduler {
                 .enumerate()
                 .filter_map(|(i, e)| {
                     let e = e.as_ref()?;
-                    (e.held.is_some() && e.task.handler_name == handler.name()).then_some(i as u32)
+                    (e.held.is_some() && &*e.task.handler_name == handler.name())
+                        .then_some(i as u32)
                 })
                 .collect();
             let mut out = Vec::new();
@@ -1169,7 +1171,7 @@ impl DefaultScheduler {
                 e.task.handler = Some(handler.clone());
                 e.task.enabled = enabled;
                 let delta = i64::from(enabled);
-                e.task.last_error = last_error;
+                e.task.last_error = last_error.into();
                 e.gen = e.gen.wrapping_add(1);
                 st.enabled += delta;
                 Inner::schedule_entry(&mut st, slot, now);

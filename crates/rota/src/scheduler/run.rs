@@ -65,7 +65,7 @@ pub(crate) fn prepare_locked(st: &mut SchedState, d: &Dispatch) -> Result<Prepar
         return Err(Error::TaskNotFound { id: String::new() });
     };
     let Some(handler) = e.task.handler.clone() else {
-        return Err(Error::TaskHandlerRequired { task: e.task.name.clone() });
+        return Err(Error::TaskHandlerRequired { task: e.task.name.to_string() });
     };
     if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
         e.skipped += 1;
@@ -364,10 +364,14 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
                 e.total_latency += latency;
                 e.started_runs += 1;
                 match &outcome {
-                    Ok(()) => e.task.last_error.clear(),
+                    Ok(()) => {
+                        if !e.task.last_error.is_empty() {
+                            e.task.last_error = "".into();
+                        }
+                    }
                     Err((_, msg)) => {
                         e.task.failed_count += 1;
-                        e.task.last_error.clone_from(msg);
+                        e.task.last_error = msg.as_str().into();
                     }
                 }
                 if !e.dirty {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -15,7 +15,7 @@ use crate::task::DefaultTask;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     // A std RwLock: never held across an await, and reads dominate.
-    tasks: RwLock<HashMap<String, DefaultTask>>,
+    tasks: RwLock<HashMap<Arc<str>, DefaultTask>>,
     history: Mutex<History>,
     last_sync: RwLock<Option<Timestamp>>,
     retention: Retention,
@@ -137,7 +137,7 @@ impl Store for MemoryStore {
         // Validate first so the batch is all or nothing.
         for t in tasks {
             if t.id.is_empty() {
-                return Err(Error::TaskIdRequired { name: t.name.clone() });
+                return Err(Error::TaskIdRequired { name: t.name.to_string() });
             }
         }
         let mut map = self.tasks.write().unwrap();

@@ -468,7 +468,7 @@ impl PostgresStore {
 fn parse_task(id: &str, data: &str) -> std::result::Result<DefaultTask, String> {
     let t: DefaultTask =
         serde_json::from_str(data).map_err(|e| format!("corrupt task JSON: {e}"))?;
-    if t.id != id {
+    if &*t.id != id {
         return Err(format!("the stored task's JSON has ID {:?}, not the row's", t.id));
     }
     Ok(t)
@@ -481,7 +481,7 @@ fn closed(what: &str) -> Error {
 /// A task's ID must be non-empty and fit in a `text` column (no NUL).
 fn check_id(t: &DefaultTask) -> Result<()> {
     if t.id.is_empty() {
-        return Err(Error::TaskIdRequired { name: t.name.clone() });
+        return Err(Error::TaskIdRequired { name: t.name.to_string() });
     }
     if t.id.contains('\0') {
         return Err(Error::InvalidInput {
@@ -657,7 +657,7 @@ impl Store for PostgresStore {
         let ctx = || format!("save task {:?}", task.id);
         let stmt = client.prepare_cached(&self.sql.save).await.map_err(|e| self.err(&ctx(), &e))?;
         client
-            .execute(&stmt, &[&task.id, &name, &task.enabled, &handler, &tags, &data])
+            .execute(&stmt, &[&&*task.id, &name, &task.enabled, &handler, &tags, &data])
             .await
             .map_err(|e| self.err(&ctx(), &e))?;
         self.touch();
@@ -733,7 +733,7 @@ impl Store for PostgresStore {
         // same order and can't deadlock.
         let mut by_id: BTreeMap<&str, &DefaultTask> = BTreeMap::new();
         for t in tasks {
-            by_id.insert(t.id.as_str(), t);
+            by_id.insert(&*t.id, t);
         }
         let mut chunks: Vec<TaskColumns<'_>> = Vec::new();
         for t in by_id.into_values() {

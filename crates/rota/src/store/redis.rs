@@ -389,12 +389,7 @@ impl RedisStore {
         let tasks: Vec<&DefaultTask> = if last.len() == tasks.len() {
             tasks.iter().collect()
         } else {
-            tasks
-                .iter()
-                .enumerate()
-                .filter(|(i, t)| last[t.id.as_str()] == *i)
-                .map(|(_, t)| t)
-                .collect()
+            tasks.iter().enumerate().filter(|(i, t)| last[&*t.id] == *i).map(|(_, t)| t).collect()
         };
         let mut chunks = Vec::with_capacity(tasks.len().div_ceil(WRITE_CHUNK));
         for part in tasks.chunks(WRITE_CHUNK) {
@@ -403,11 +398,11 @@ impl RedisStore {
                 let json = serde_json::to_vec(t).map_err(|e| {
                     Error::backend(BACKEND, format!("cannot serialise task {:?}: {e}", t.id))
                 })?;
-                args.push(t.id.clone().into_bytes());
+                args.push(t.id.as_bytes().to_vec());
                 args.push(json);
                 args.push(if t.enabled { b"1".to_vec() } else { b"0".to_vec() });
                 args.push(t.tags.len().to_string().into_bytes());
-                for (k, v) in &t.tags {
+                for (k, v) in t.tags.iter() {
                     args.push(k.clone().into_bytes());
                     args.push(v.clone().into_bytes());
                 }
@@ -557,7 +552,7 @@ impl RedisStore {
 fn parse_task(id: &str, bytes: &[u8]) -> std::result::Result<DefaultTask, String> {
     let t: DefaultTask =
         serde_json::from_slice(bytes).map_err(|e| format!("invalid task JSON: {e}"))?;
-    if t.id != id {
+    if &*t.id != id {
         return Err(format!("the value holds task {:?}", t.id));
     }
     Ok(t)
@@ -617,7 +612,7 @@ impl Store for RedisStore {
     async fn save(&self, task: &DefaultTask) -> Result<()> {
         self.con("save")?;
         if task.id.is_empty() {
-            return Err(Error::TaskIdRequired { name: task.name.clone() });
+            return Err(Error::TaskIdRequired { name: task.name.to_string() });
         }
         self.write_tasks(std::slice::from_ref(task), &format!("save task {:?}", task.id)).await
     }
@@ -704,7 +699,7 @@ impl Store for RedisStore {
         // Validate first so the batch is all or nothing.
         for t in tasks {
             if t.id.is_empty() {
-                return Err(Error::TaskIdRequired { name: t.name.clone() });
+                return Err(Error::TaskIdRequired { name: t.name.to_string() });
             }
         }
         if tasks.is_empty() {

@@ -316,7 +316,7 @@ impl Inner {
         };
         let t: DefaultTask =
             serde_json::from_slice(bytes).map_err(|e| format!("its JSON does not parse: {e}"))?;
-        if t.id != id {
+        if &*t.id != id {
             return Err(format!("it is stored under ID {id:?} but its JSON has ID {:?}", t.id));
         }
         Ok(t)
@@ -569,17 +569,17 @@ fn migrate(conn: &mut Connection) -> std::result::Result<(), String> {
 /// A task's columns, or `TaskIdRequired`.
 fn task_row(t: &DefaultTask) -> Result<TaskRow> {
     if t.id.is_empty() {
-        return Err(Error::TaskIdRequired { name: t.name.clone() });
+        return Err(Error::TaskIdRequired { name: t.name.to_string() });
     }
     let data = serde_json::to_string(t).map_err(|e| Error::InvalidInput {
         what: format!("task {:?}", t.id),
         message: format!("cannot serialise: {e}"),
     })?;
     Ok(TaskRow {
-        id: t.id.clone(),
-        name: t.name.clone(),
+        id: t.id.to_string(),
+        name: t.name.to_string(),
         enabled: t.enabled,
-        handler: t.handler_name.clone(),
+        handler: t.handler_name.to_string(),
         data,
         tags: t.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     })
