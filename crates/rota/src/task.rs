@@ -339,9 +339,25 @@ pub struct DefaultTask {
     pub(crate) pending_error: Option<Box<ParseError>>,
 }
 
-/// A shared string from anything string-like.
+/// A shared string from anything string-like; the empty string is one
+/// shared allocation for all tasks.
 fn arc(s: impl Into<String>) -> Arc<str> {
-    Arc::from(s.into())
+    let s = s.into();
+    if s.is_empty() {
+        empty_str()
+    } else {
+        Arc::from(s)
+    }
+}
+
+fn empty_str() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
+}
+
+fn empty_tags() -> Arc<BTreeMap<String, String>> {
+    static EMPTY: std::sync::OnceLock<Arc<BTreeMap<String, String>>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Arc::default).clone()
 }
 
 fn default_grace() -> Duration {
@@ -424,11 +440,17 @@ impl DefaultTask {
         handler: Arc<dyn TaskHandler>,
     ) -> DefaultTask {
         let name = name.into();
+        // The ID is usually the name itself: share one allocation.
+        let shared: Arc<str> = Arc::from(name.as_str());
         let now = Timestamp::now();
         DefaultTask {
-            id: task_id_for(&name).into(),
+            id: if task_id_for(&name) == name {
+                Arc::clone(&shared)
+            } else {
+                task_id_for(&name).into()
+            },
             handler_name: handler.name().into(),
-            name: name.into(),
+            name: shared,
             description: arc(description),
             schedule: arc(schedule),
             handler: Some(handler),
@@ -439,12 +461,12 @@ impl DefaultTask {
             next_run_at: None,
             run_count: 0,
             failed_count: 0,
-            last_error: "".into(),
+            last_error: empty_str(),
             timeout: Duration::ZERO,
             retry_count: 0,
             retry_delay: Duration::ZERO,
             max_retries: 0,
-            tags: Arc::default(),
+            tags: empty_tags(),
             time_zone: None,
             overlap: OverlapPolicy::Skip,
             misfire: MisfirePolicy::Skip,

@@ -319,7 +319,8 @@ struct Totals {
 struct State {
     status: Status,
     started_at: Option<Timestamp>,
-    slots: Vec<Option<Entry>>,
+    // Boxed: a slot costs a pointer, so the vector's growth slack stays small.
+    slots: Vec<Option<Box<Entry>>>,
     free: Vec<u32>,
     index: HashMap<Arc<str>, u32>,
     heap: BinaryHeap<Reverse<HeapItem>>,
@@ -608,11 +609,11 @@ impl Inner {
         };
         let slot = match st.free.pop() {
             Some(s) => {
-                st.slots[s as usize] = Some(entry);
+                st.slots[s as usize] = Some(Box::new(entry));
                 s
             }
             None => {
-                st.slots.push(Some(entry));
+                st.slots.push(Some(Box::new(entry)));
                 (st.slots.len() - 1) as u32
             }
         };
@@ -770,7 +771,6 @@ impl Scheduler for DefaultScheduler {
             Inner::schedule_entry(&mut st, slot, now);
             let loaded = st.loaded;
             let e = st.slots[slot as usize].as_ref().expect("slot");
-            self.inner.s.monitor.set_task_name(&e.id, &e.task.name);
             // Before the first start the store has not been read: the task is
             // written then, after taking its stored run state (see `load_store`).
             loaded.then(|| e.task.clone())
@@ -1116,9 +1116,7 @@ impl DefaultScheduler {
                         Some(keep)
                     }
                 };
-                let slot = Inner::insert_entry(&mut st, task, schedule, zone, now, held);
-                let e = st.slots[slot as usize].as_ref().expect("slot");
-                self.inner.s.monitor.set_task_name(&e.id, &e.task.name);
+                Inner::insert_entry(&mut st, task, schedule, zone, now, held);
             }
             for e in &errors {
                 tracing::warn!(target: "rota", task = %e.id, reason = %e.reason, "task not loaded from the store");

@@ -40,6 +40,8 @@ pub(crate) struct RunSpec {
     max_retries: u32,
     retry_delay: Duration,
     cancel: CancellationToken,
+    /// The task's first run in this process.
+    first_run: bool,
 }
 
 enum Attempt {
@@ -84,6 +86,7 @@ pub(crate) fn prepare_locked(st: &mut SchedState, d: &Dispatch) -> Result<Prepar
         max_retries: e.task.max_retries,
         retry_delay: e.task.retry_delay,
         cancel: run_cancel,
+        first_run: e.started_runs == 0 && e.running == 1,
     }))
 }
 
@@ -227,6 +230,11 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     };
     let first_start = clock.now();
     let latency = elapsed(spec.scheduled, first_start);
+    if spec.first_run {
+        // The monitor learns a task's name at its first run, so tasks that
+        // never run cost it nothing.
+        inner.s.monitor.set_task_name(&spec.id, &spec.name);
+    }
     inner.s.monitor.record_task_start(&spec.id);
     let mut attempt_no = 1u32;
     let output: Arc<std::sync::Mutex<String>> = Arc::default();
