@@ -44,6 +44,11 @@ type SchedState = State;
 /// Fires the driver prepared, each with its catch-up fires.
 type PreparedFires = Vec<(Result<run::Prepared>, Vec<Timestamp>)>;
 
+/// Due fires prepared per turn of the driver: a burst of fires due at one
+/// instant is handed out in chunks, so the first handlers start while later
+/// fires are still being prepared.
+const DISPATCH_CHUNK: usize = 256;
+
 /// The most missed fires counted one by one after downtime; beyond it the
 /// count is reported as this number (the scheduler never walks further).
 pub const MAX_MISSED_COUNTED: u64 = 100_000;
@@ -639,8 +644,15 @@ impl Inner {
         loop {
             let notified = self.wake.notified();
             let (dispatches, next_due) = self.collect_due();
+            let full = dispatches.len() >= DISPATCH_CHUNK;
             for (p, then) in dispatches {
                 run::spawn_prepared(&self, p, then);
+            }
+            if full {
+                // More may be due: let the fires just spawned start their
+                // handlers before preparing the next chunk.
+                tokio::task::yield_now().await;
+                continue;
             }
             let now = self.s.clock.now();
             let deadline = match next_due {
@@ -672,7 +684,7 @@ impl Inner {
         }
         let mut events = Vec::new();
         while let Some(Reverse(top)) = st.heap.peek().copied() {
-            if top.due > now {
+            if top.due > now || out.len() >= DISPATCH_CHUNK {
                 break;
             }
             st.heap.pop();
