@@ -9,7 +9,10 @@
 //! cargo run --release -p rota-bench -- all --secs 10
 //! cargo run --release -p rota-bench -- fire --lib rota --n 100000 --secs 10
 //! cargo run --release -p rota-bench -- idle --lib tcs --n 100000 --secs 10
+//! cargo run --release -p rota-bench -- stores
 //! ```
+//!
+//! `stores` measures rota's stores instead (see `stores.rs`).
 //!
 //! Lateness is the start of the task's body minus its scheduled instant. rota
 //! hands the scheduled instant to the handler (`ctx.scheduled_at()`); the
@@ -25,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
+
+mod stores;
 
 /// Benchmarks rota against tokio-cron-scheduler and job_scheduler_ng.
 #[derive(Debug, Parser)]
@@ -78,6 +83,10 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         idle_n: usize,
     },
+    /// Saves, loads and gets per second of each rota store (memory, SQLite,
+    /// PostgreSQL, Redis), and the startup time of a scheduler over 100,000
+    /// stored tasks. Prints markdown.
+    Stores(stores::StoresArgs),
 }
 
 /// The library under test.
@@ -626,6 +635,7 @@ fn main() -> ExitCode {
             all(secs, &libs, &ns, idle_n);
             return ExitCode::SUCCESS;
         }
+        Command::Stores(args) => return stores::stores(args),
     };
     match result {
         Ok(v) => {

@@ -1084,6 +1084,9 @@ impl DefaultScheduler {
         let declared: Vec<DefaultTask>;
         {
             let mut st = self.inner.state.lock().unwrap();
+            // Tasks added in code before this first start: only they are
+            // written back; tasks that came from the store are already there.
+            let in_code: Vec<Arc<str>> = st.index.keys().cloned().collect();
             for stored in report.tasks {
                 if let Some(&slot) = st.index.get(&*stored.id) {
                     let e = st.slots[slot as usize].as_mut().expect("slot");
@@ -1135,11 +1138,11 @@ impl DefaultScheduler {
             }
             st.load_errors = errors;
             st.loaded = true;
-            declared = st
-                .slots
+            declared = in_code
                 .iter()
-                .flatten()
-                .filter(|e| e.held.is_none() && e.task.handler.is_some())
+                .filter_map(|id| {
+                    st.index.get(id).and_then(|&slot| st.slots[slot as usize].as_ref())
+                })
                 .map(|e| e.task.clone())
                 .collect();
         }
