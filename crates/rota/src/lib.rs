@@ -16,11 +16,13 @@
 //!
 //! # Layout
 //!
+//! * [`cluster`]: the seed's `Cluster` trait and its backends.
 //! * [`cron`](mod@cron): the cron engine ([`CronExpression`], [`Schedule`], [`parse_schedule`]).
 //! * [`error`]: the one error type, with the seed's 17 kinds.
 //! * [`monitor`]: task, scheduler and process metrics ([`Monitor`], [`DefaultMonitor`]).
 
 pub mod clock;
+pub mod cluster;
 mod config;
 pub mod cron;
 pub mod error;
@@ -31,6 +33,9 @@ pub mod scheduler;
 pub mod store;
 pub mod task;
 
+pub use cluster::{Cluster, ClusterMessage, Leadership, LockGuard, NodeInfo, NodeStatus};
+#[cfg(feature = "cluster-redis")]
+pub use cluster::{RedisCluster, RedisClusterConfig};
 pub use config::SchedulerConfig;
 pub use cron::{parse_schedule, CronExpression, Schedule, Upcoming};
 pub use error::{CronField, Error, ErrorKind, ParseError, Result};

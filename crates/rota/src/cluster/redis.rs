@@ -1,0 +1,895 @@
+//! The Redis cluster backend (cargo feature `cluster-redis`): the seed's
+//! `RedisCluster` on one Redis server (2.6.12 or later for `SET PX`, scripts
+//! with `TIME`: 5 or later).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use rota::cluster::{Cluster, Leadership, RedisCluster, RedisClusterConfig};
+//!
+//! # async fn demo() -> rota::Result<()> {
+//! let cluster = RedisCluster::new(RedisClusterConfig {
+//!     addr: "localhost:6379".into(),
+//!     node_id: "node-1".into(),
+//!     ..RedisClusterConfig::default()
+//! })
+//! .await?;
+//! if let Some(guard) = cluster.acquire_lock("nightly-report", Duration::from_secs(30)).await? {
+//!     // ... pass guard.token() along with every write the job makes ...
+//!     guard.release().await?;
+//! }
+//! cluster
+//!     .start_election(Arc::new(|event| match event {
+//!         Leadership::Elected { term } => println!("leader for term {term}"),
+//!         Leadership::Lost { term } => println!("no longer leader (term {term})"),
+//!     }))
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Key layout
+//!
+//! Every key starts with the prefix (`{p}` below, `"rota:cluster:"` by default):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `{p}lock:{key}` | string, TTL | the holder of lock `key`: `{node_id}:{fencing token}` |
+//! | `{p}fence:{key}` | integer | the last fencing token granted for `key` (`INCR`) |
+//! | `{p}leader` | string, TTL | the leader: `{node_id}:{term}` |
+//! | `{p}leader:term` | integer | the last term granted |
+//! | `{p}nodes` | sorted set | node IDs scored by their last heartbeat (server time, ms) |
+//! | `{p}node:{id}` | string, TTL | the node's [`NodeInfo`] as JSON, expiring after `forget_after` |
+//! | `{p}bus` | pub/sub channel | broadcast messages as JSON |
+//!
+//! A lock is taken by one script: if `{p}lock:{key}` does not exist, `INCR
+//! {p}fence:{key}` and `SET {p}lock:{key} {node}:{token} PX ttl`. A fence
+//! that does not exist yet starts from the server's clock in microseconds
+//! (`TIME`), so tokens keep growing even after a restart that lost the data,
+//! as long as the server's clock does not step back. Renew and
+//! release are scripts that compare the exact value first, so a node never
+//! extends or deletes another grant. Heartbeats stamp nodes with the server's
+//! `TIME`, so node clocks do not need to agree.
+//!
+//! # Guarantees
+//!
+//! Those of [`Cluster`], on one Redis server that keeps its data.
+//!
+//! ### Note: one server, no failover
+//! Leases live on one server. With replication and failover (Sentinel), an
+//! acknowledged lock may be lost when a replica that had not seen it is
+//! promoted; two nodes may then hold it at once. The same holds for a restart
+//! that loses the data (no RDB or AOF): the old holder learns of the loss only
+//! when its watch next looks (every TTL / 3, at most 1 s apart), a leader at
+//! its next renewal (every TTL / 3), and another node may be granted the lock
+//! or leadership before that. Fencing tokens and terms still grow (see above):
+//! check them. After such a restart, heartbeats register the nodes again and
+//! subscribers subscribe again on their own.
+//!
+//! ### Note: broadcast is Redis pub/sub
+//! Delivery is at most once: a subscriber that is disconnected (the server
+//! restarted, the network dropped) misses what is published until it has
+//! resubscribed, which it does on its own with backoff. Messages from one
+//! sender arrive in the order sent. Callbacks run one at a time on the
+//! subscriber task: a slow callback delays the ones after it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{
+    AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+    RedisError, Script,
+};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    lease_deadline, Cluster, ClusterMessage, Leadership, LeadershipCallback, LeaseOps, LeaseWatch,
+    LockGuard, MessageCallback, NodeInfo, NodeStatus,
+};
+use crate::error::{Error, Result};
+
+const BACKEND: &str = "redis cluster";
+
+/// Takes a lock. `KEYS`: lock, fence. `ARGV`: node ID, TTL in ms. Returns the
+/// fencing token (as a string: Lua numbers lose digits), or `'0'` if the lock
+/// is held. A missing fence starts from the server time in microseconds.
+const ACQUIRE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return '0' end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])))
+end
+redis.call('INCR', KEYS[2])
+local f = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. f, 'PX', ARGV[2])
+return f
+"#;
+
+/// Extends a lock if it holds exactly `ARGV[1]`. `ARGV[2]`: TTL in ms.
+const RENEW_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+/// Deletes a lock if it holds exactly `ARGV[1]`.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// A heartbeat. `KEYS`: nodes set, node key. `ARGV`: node ID, JSON, forget
+/// after (ms). Returns the server time in ms.
+const HEARTBEAT_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+return now
+"#;
+
+/// Reads the registry. `KEYS`: nodes set, leader key. `ARGV`: node key prefix,
+/// forget after (ms). Returns the server time (ms), the leader value (or
+/// ''), then ID, last heartbeat (ms), JSON for each node.
+const NODES_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf', 'WITHSCORES')
+local out = {tostring(now), redis.call('GET', KEYS[2]) or ''}
+for i = 1, #entries, 2 do
+  local json = redis.call('GET', ARGV[1] .. entries[i])
+  if json then
+    out[#out + 1] = entries[i]
+    out[#out + 1] = entries[i + 1]
+    out[#out + 1] = json
+  end
+end
+return out
+"#;
+
+/// The configuration of a [`RedisCluster`]: the seed's `RedisClusterConfig`
+/// (`Addr`, `Password`, `DB`, `NodeID`) plus prefix and timings.
+#[derive(Clone)]
+pub struct RedisClusterConfig {
+    /// `host:port` (the seed's form, as `"localhost:6379"`), or a
+    /// `redis://` URL.
+    pub addr: String,
+    /// The password, or empty for none.
+    pub password: String,
+    /// The database number.
+    pub db: i64,
+    /// This node's ID; must not be empty.
+    pub node_id: String,
+    /// The prefix of every key (default `"rota:cluster:"`). Clusters that
+    /// share a server need prefixes of their own.
+    pub key_prefix: String,
+    /// A node without a heartbeat for this long shows offline (default 10 s).
+    /// Heartbeats are sent every third of it.
+    pub node_ttl: Duration,
+    /// A node without a heartbeat for this long is forgotten (default 30 s);
+    /// at least `node_ttl`.
+    pub forget_after: Duration,
+    /// The leader's lease (default 5 s), renewed every third of it. A killed
+    /// leader is replaced within about this long.
+    pub election_ttl: Duration,
+    /// How long connecting may take (default 5 s); also the reply timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisClusterConfig {
+    /// `127.0.0.1:6379`, db 0, no password, an empty node ID (to be set),
+    /// prefix `"rota:cluster:"`, node TTL 10 s, forgotten after 30 s,
+    /// election TTL 5 s, connect timeout 5 s.
+    fn default() -> Self {
+        RedisClusterConfig {
+            addr: "127.0.0.1:6379".into(),
+            password: String::new(),
+            db: 0,
+            node_id: String::new(),
+            key_prefix: "rota:cluster:".into(),
+            node_ttl: Duration::from_secs(10),
+            forget_after: Duration::from_secs(30),
+            election_ttl: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for RedisClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisClusterConfig")
+            .field("addr", &self.addr)
+            .field("password", &if self.password.is_empty() { "" } else { "***" })
+            .field("db", &self.db)
+            .field("node_id", &self.node_id)
+            .field("key_prefix", &self.key_prefix)
+            .field("node_ttl", &self.node_ttl)
+            .field("forget_after", &self.forget_after)
+            .field("election_ttl", &self.election_ttl)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// The seed's `RedisCluster`: a [`Cluster`] on one Redis server. See the
+/// [module documentation](self) for the key layout and sharp edges.
+///
+/// Dropping it stops its background tasks as [`Cluster::close`] does, without
+/// telling the election callback.
+pub struct RedisCluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    prefix: String,
+    addr: String,
+    node_ttl: Duration,
+    forget_after: Duration,
+    election_ttl: Duration,
+    connect_timeout: Duration,
+    client: Client,
+    con: ConnectionManager,
+    closed: CancellationToken,
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    heartbeat: Script,
+    nodes: Script,
+    /// This node's latest grant of each lock key, for `release_lock`.
+    held: Mutex<HashMap<String, u64>>,
+    /// The nodes this handle heartbeats, by ID.
+    registered: Mutex<HashMap<String, String>>,
+    heartbeat_task: Mutex<Option<JoinHandle<()>>>,
+    election: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    subscribers: Mutex<Vec<MessageCallback>>,
+    bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("node_id", &self.inner.node_id)
+            .field("addr", &self.inner.addr)
+            .field("prefix", &self.inner.prefix)
+            .field("closed", &self.inner.closed.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisClusterInner").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+fn invalid(what: &str, message: impl Into<String>) -> Error {
+    Error::InvalidInput { what: what.into(), message: message.into() }
+}
+
+fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
+    if ttl.is_zero() {
+        return Err(invalid(what, "must be greater than zero"));
+    }
+    if ttl < Duration::from_millis(1) {
+        return Err(invalid(what, "must be at least 1 ms"));
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The connection info for `config`: `host:port` or a URL, with password and
+/// database applied.
+fn connection_info(config: &RedisClusterConfig) -> Result<ConnectionInfo> {
+    let addr = config.addr.trim();
+    if addr.is_empty() {
+        return Err(invalid("addr", "the Redis address is empty (expected host:port)"));
+    }
+    let info = if addr.contains("://") {
+        addr.into_connection_info()
+            .map_err(|e| invalid("addr", format!("{addr:?} is not a Redis URL: {e}")))?
+    } else {
+        let (host, port) = match addr.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| invalid("addr", format!("{addr:?}: {port:?} is not a port")))?;
+                (host.trim_start_matches('[').trim_end_matches(']'), port)
+            }
+            None => (addr, 6379),
+        };
+        if host.is_empty() {
+            return Err(invalid("addr", format!("{addr:?} has no host")));
+        }
+        (host.to_string(), port)
+            .into_connection_info()
+            .map_err(|e| invalid("addr", format!("{addr:?}: {e}")))?
+    };
+    if config.password.is_empty() && config.db == 0 {
+        return Ok(info);
+    }
+    let mut settings = RedisConnectionInfo::default().set_db(config.db);
+    if !config.password.is_empty() {
+        settings = settings.set_password(&config.password);
+    }
+    Ok(info.set_redis_settings(settings))
+}
+
+impl RedisCluster {
+    /// Connects to the server of `config` (the seed's `NewRedisCluster`).
+    ///
+    /// Fails with [`Error::InvalidInput`] naming the field for an empty
+    /// `node_id` or `addr` or a zero TTL, and with a backend error naming the
+    /// address within `connect_timeout` if the server cannot be reached.
+    pub async fn new(config: RedisClusterConfig) -> Result<RedisCluster> {
+        if config.node_id.is_empty() {
+            return Err(invalid("node_id", "the node ID must not be empty"));
+        }
+        check_ttl("node_ttl", config.node_ttl)?;
+        check_ttl("election_ttl", config.election_ttl)?;
+        check_ttl("connect_timeout", config.connect_timeout)?;
+        if config.forget_after < config.node_ttl {
+            return Err(invalid(
+                "forget_after",
+                format!("{:?} is shorter than node_ttl {:?}", config.forget_after, config.node_ttl),
+            ));
+        }
+        let info = connection_info(&config)?;
+        let addr = info.addr().to_string();
+        let client = Client::open(info)
+            .map_err(|e| Error::backend(BACKEND, format!("cannot connect to {addr}: {e}")))?;
+        let timeout = config.connect_timeout;
+        let connect = async {
+            // One plain attempt first: an unreachable server fails at once,
+            // with the real reason, rather than after the manager's retries.
+            let probe = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut con = client.get_multiplexed_async_connection_with_config(&probe).await?;
+            ::redis::cmd("PING").query_async::<()>(&mut con).await?;
+            drop(con);
+            let manager = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_max_delay(Duration::from_secs(1));
+            ConnectionManager::new_with_config(client.clone(), manager).await
+        };
+        let con = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(con)) => con,
+            Ok(Err(e)) => {
+                return Err(Error::backend(BACKEND, format!("cannot connect to {addr}: {e}")))
+            }
+            Err(_) => {
+                return Err(Error::backend(
+                    BACKEND,
+                    format!("cannot connect to {addr}: timed out after {timeout:?}"),
+                ))
+            }
+        };
+        Ok(RedisCluster {
+            inner: Arc::new(Inner {
+                node_id: config.node_id,
+                prefix: config.key_prefix,
+                addr,
+                node_ttl: config.node_ttl,
+                forget_after: config.forget_after,
+                election_ttl: config.election_ttl,
+                connect_timeout: config.connect_timeout,
+                client,
+                con,
+                closed: CancellationToken::new(),
+                acquire: Script::new(ACQUIRE_LUA),
+                renew: Script::new(RENEW_LUA),
+                release: Script::new(RELEASE_LUA),
+                heartbeat: Script::new(HEARTBEAT_LUA),
+                nodes: Script::new(NODES_LUA),
+                held: Mutex::new(HashMap::new()),
+                registered: Mutex::new(HashMap::new()),
+                heartbeat_task: Mutex::new(None),
+                election: Mutex::new(None),
+                subscribers: Mutex::new(Vec::new()),
+                bus_task: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The prefix of every key this cluster uses.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.inner.closed.cancel();
+    }
+}
+
+impl Inner {
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    fn value(&self, token: u64) -> String {
+        format!("{}:{token}", self.node_id)
+    }
+
+    fn check_open(&self, what: &str) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(Error::backend(BACKEND, format!("{what}: the cluster is closed")));
+        }
+        Ok(())
+    }
+
+    fn err<'a>(&'a self, what: impl fmt::Display + 'a) -> impl FnOnce(RedisError) -> Error + 'a {
+        move |e| Error::backend(BACKEND, format!("{what} ({}): {e}", self.addr))
+    }
+
+    /// Takes `lock` for `ttl` with a token from `fence`: the token, or `None`.
+    async fn try_acquire(&self, lock: &str, fence: &str, ttl: Duration) -> Result<Option<u64>> {
+        let mut con = self.con.clone();
+        let token: String = self
+            .acquire
+            .key(lock)
+            .key(fence)
+            .arg(&self.node_id)
+            .arg(millis(ttl))
+            .invoke_async(&mut con)
+            .await
+            .map_err(self.err(format_args!("acquire {lock:?}")))?;
+        let token: u64 = token.parse().map_err(|_| {
+            Error::backend(BACKEND, format!("acquire {lock:?}: bad fencing token {token:?}"))
+        })?;
+        Ok((token > 0).then_some(token))
+    }
+
+    async fn renew_raw(&self, lock: &str, token: u64, ttl: Duration) -> Result<bool> {
+        let mut con = self.con.clone();
+        let n: i64 = self
+            .renew
+            .key(lock)
+            .arg(self.value(token))
+            .arg(millis(ttl))
+            .invoke_async(&mut con)
+            .await
+            .map_err(self.err(format_args!("renew {lock:?}")))?;
+        Ok(n == 1)
+    }
+
+    async fn release_raw(&self, lock: &str, token: u64) -> Result<bool> {
+        let mut con = self.con.clone();
+        let n: i64 = self
+            .release
+            .key(lock)
+            .arg(self.value(token))
+            .invoke_async(&mut con)
+            .await
+            .map_err(self.err(format_args!("release {lock:?}")))?;
+        Ok(n == 1)
+    }
+
+    async fn beat(&self, id: &str, json: &str) -> Result<()> {
+        let mut con = self.con.clone();
+        self.heartbeat
+            .key(self.key("nodes"))
+            .key(self.key(&format!("node:{id}")))
+            .arg(id)
+            .arg(json)
+            .arg(millis(self.forget_after))
+            .invoke_async::<i64>(&mut con)
+            .await
+            .map_err(self.err(format_args!("heartbeat of node {id:?}")))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LeaseOps for Inner {
+    async fn renew(&self, key: &str, token: u64, ttl: Duration) -> Result<bool> {
+        self.check_open("renew lock")?;
+        self.renew_raw(&self.key(&format!("lock:{key}")), token, ttl).await
+    }
+
+    async fn release(&self, key: &str, token: u64) -> Result<bool> {
+        self.check_open("release lock")?;
+        self.release_raw(&self.key(&format!("lock:{key}")), token).await
+    }
+}
+
+/// Watches a lock until its guard is done: marks it lost when its local
+/// deadline passes or the key no longer holds this grant.
+async fn watch_lock(
+    inner: Arc<Inner>,
+    watch: LeaseWatch,
+    lock: String,
+    value: String,
+    ttl: Duration,
+) {
+    let every = (ttl / 3).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut con = inner.con.clone();
+    loop {
+        let wake = watch.deadline().min(Instant::now() + every);
+        tokio::select! {
+            _ = watch.done() => return,
+            _ = inner.closed.cancelled() => {
+                watch.mark_lost();
+                return;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        if Instant::now() >= watch.deadline() {
+            watch.mark_lost();
+            return;
+        }
+        let current: std::result::Result<Option<String>, RedisError> =
+            ::redis::cmd("GET").arg(&lock).query_async(&mut con).await;
+        match current {
+            Ok(Some(v)) if v == value => {}
+            Ok(_) => {
+                watch.mark_lost();
+                return;
+            }
+            // No answer from the server: the local deadline decides.
+            Err(_) => {}
+        }
+    }
+}
+
+/// Runs for leadership until `stop` is cancelled.
+async fn run_election(inner: Arc<Inner>, callback: LeadershipCallback, stop: CancellationToken) {
+    let ttl = inner.election_ttl;
+    let renew_every = ttl / 3;
+    let poll = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    let lock = inner.key("leader");
+    let fence = inner.key("leader:term");
+    loop {
+        let sent = Instant::now();
+        let won = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = inner.try_acquire(&lock, &fence, ttl) => r,
+        };
+        if let Ok(Some(term)) = won {
+            callback(Leadership::Elected { term });
+            let mut deadline = lease_deadline(sent, ttl);
+            let stopped = loop {
+                let wake = deadline.min(Instant::now() + renew_every);
+                tokio::select! {
+                    _ = stop.cancelled() => break true,
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                let sent = Instant::now();
+                let renewed = tokio::select! {
+                    _ = stop.cancelled() => break true,
+                    _ = tokio::time::sleep_until(deadline) => break false,
+                    r = inner.renew_raw(&lock, term, ttl) => r,
+                };
+                match renewed {
+                    Ok(true) => deadline = lease_deadline(sent, ttl),
+                    Ok(false) => break false,
+                    Err(e) => {
+                        tracing::warn!(node = %inner.node_id, "leader lease renewal failed: {e}")
+                    }
+                }
+            };
+            callback(Leadership::Lost { term });
+            if stopped {
+                if !inner.closed.is_cancelled() {
+                    if let Err(e) = inner.release_raw(&lock, term).await {
+                        tracing::warn!(node = %inner.node_id, "stepping down: {e}");
+                    }
+                }
+                return;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Heartbeats every registered node until closed.
+async fn run_heartbeats(inner: Arc<Inner>) {
+    let every = (inner.node_ttl / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = inner.closed.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let nodes: Vec<(String, String)> =
+            inner.registered.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (id, json) in nodes {
+            if let Err(e) = inner.beat(&id, &json).await {
+                tracing::warn!(node = %id, "{e}");
+            }
+        }
+    }
+}
+
+/// Receives broadcasts until closed, resubscribing after disconnections.
+/// Reports the first subscription's outcome on `ready`.
+async fn run_bus(inner: Arc<Inner>, mut ready: Option<oneshot::Sender<Result<()>>>) {
+    let channel = inner.key("bus");
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let mut pubsub = inner.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        let subscribed = tokio::select! {
+            _ = inner.closed.cancelled() => return,
+            r = tokio::time::timeout(inner.connect_timeout, attempt) => r,
+        };
+        match subscribed {
+            Ok(Ok(pubsub)) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Ok(()));
+                }
+                backoff = Duration::from_millis(50);
+                let mut stream = pubsub.into_on_message();
+                loop {
+                    let msg = tokio::select! {
+                        _ = inner.closed.cancelled() => return,
+                        m = stream.next() => m,
+                    };
+                    let Some(msg) = msg else { break };
+                    match serde_json::from_slice::<ClusterMessage>(msg.get_payload_bytes()) {
+                        Ok(message) => {
+                            let callbacks = inner.subscribers.lock().unwrap().clone();
+                            for callback in callbacks {
+                                callback(message.clone());
+                            }
+                        }
+                        Err(e) => tracing::warn!("ignoring a malformed cluster message: {e}"),
+                    }
+                }
+                tracing::warn!(node = %inner.node_id, "cluster bus disconnected; resubscribing");
+            }
+            Ok(Err(e)) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Err(Error::backend(
+                        BACKEND,
+                        format!("subscribe ({}): {e}", inner.addr),
+                    )));
+                    return;
+                }
+            }
+            Err(_) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Err(Error::backend(
+                        BACKEND,
+                        format!(
+                            "subscribe ({}): timed out after {:?}",
+                            inner.addr, inner.connect_timeout
+                        ),
+                    )));
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            _ = inner.closed.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[async_trait]
+impl Cluster for RedisCluster {
+    fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    async fn register(&self, info: NodeInfo) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open("register")?;
+        if info.id.is_empty() {
+            return Err(invalid("node_id", "the node ID must not be empty"));
+        }
+        let json = serde_json::to_string(&info)
+            .map_err(|e| Error::backend(BACKEND, format!("encode node {:?}: {e}", info.id)))?;
+        inner.beat(&info.id, &json).await?;
+        inner.registered.lock().unwrap().insert(info.id.clone(), json);
+        let mut task = inner.heartbeat_task.lock().unwrap();
+        if task.is_none() {
+            *task = Some(tokio::spawn(run_heartbeats(inner.clone())));
+        }
+        Ok(())
+    }
+
+    async fn unregister(&self, id: &str) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open("unregister")?;
+        if id.is_empty() {
+            return Err(invalid("node_id", "the node ID must not be empty"));
+        }
+        inner.registered.lock().unwrap().remove(id);
+        let mut con = inner.con.clone();
+        ::redis::pipe()
+            .atomic()
+            .cmd("ZREM")
+            .arg(inner.key("nodes"))
+            .arg(id)
+            .ignore()
+            .cmd("DEL")
+            .arg(inner.key(&format!("node:{id}")))
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(inner.err(format_args!("unregister node {id:?}")))
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let inner = &self.inner;
+        inner.check_open("nodes")?;
+        let mut con = inner.con.clone();
+        let reply: Vec<String> = inner
+            .nodes
+            .key(inner.key("nodes"))
+            .key(inner.key("leader"))
+            .arg(inner.key("node:"))
+            .arg(millis(inner.forget_after))
+            .invoke_async(&mut con)
+            .await
+            .map_err(inner.err("read nodes"))?;
+        let bad = |what: &str| Error::backend(BACKEND, format!("read nodes: bad reply ({what})"));
+        let now_ms: i64 = reply.first().and_then(|s| s.parse().ok()).ok_or_else(|| bad("time"))?;
+        let leader = reply.get(1).and_then(|v| v.rsplit_once(':')).map(|(id, _)| id.to_string());
+        let ttl_ms = i64::try_from(inner.node_ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        for entry in reply.get(2..).unwrap_or_default().chunks(3) {
+            let [id, score, json] = entry else { return Err(bad("entry")) };
+            let seen_ms = score.parse::<f64>().map_err(|_| bad("score"))? as i64;
+            let mut node: NodeInfo = match serde_json::from_str(json) {
+                Ok(node) => node,
+                Err(e) => {
+                    tracing::warn!(node = %id, "skipping a malformed node entry: {e}");
+                    continue;
+                }
+            };
+            node.id = id.clone();
+            node.last_seen = Timestamp::from_millisecond(seen_ms).unwrap_or(node.last_seen);
+            node.status = if now_ms - seen_ms > ttl_ms {
+                NodeStatus::Offline
+            } else if leader.as_deref() == Some(id.as_str()) {
+                NodeStatus::Leader
+            } else {
+                NodeStatus::Online
+            };
+            out.push(node);
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockGuard>> {
+        let inner = &self.inner;
+        inner.check_open("acquire lock")?;
+        if key.is_empty() {
+            return Err(invalid("key", "the lock key must not be empty"));
+        }
+        check_ttl("ttl", ttl)?;
+        let lock = inner.key(&format!("lock:{key}"));
+        let sent = Instant::now();
+        let Some(token) =
+            inner.try_acquire(&lock, &inner.key(&format!("fence:{key}")), ttl).await?
+        else {
+            return Ok(None);
+        };
+        inner.held.lock().unwrap().insert(key.to_string(), token);
+        let ops: Arc<dyn LeaseOps> = inner.clone();
+        let (guard, watch) = LockGuard::new(key, token, lease_deadline(sent, ttl), ops);
+        tokio::spawn(watch_lock(inner.clone(), watch, lock, inner.value(token), ttl));
+        Ok(Some(guard))
+    }
+
+    async fn release_lock(&self, key: &str) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open("release lock")?;
+        if key.is_empty() {
+            return Err(invalid("key", "the lock key must not be empty"));
+        }
+        let token = inner.held.lock().unwrap().remove(key);
+        if let Some(token) = token {
+            inner.release_raw(&inner.key(&format!("lock:{key}")), token).await?;
+        }
+        Ok(())
+    }
+
+    async fn start_election(&self, callback: LeadershipCallback) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open("start election")?;
+        let mut election = inner.election.lock().unwrap();
+        if election.is_some() {
+            return Err(Error::backend(BACKEND, "start election: an election is already running"));
+        }
+        let stop = inner.closed.child_token();
+        let task = tokio::spawn(run_election(inner.clone(), callback, stop.clone()));
+        *election = Some((stop, task));
+        Ok(())
+    }
+
+    async fn stop_election(&self) -> Result<()> {
+        let running = self.inner.election.lock().unwrap().take();
+        if let Some((stop, task)) = running {
+            stop.cancel();
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    async fn broadcast(&self, mut msg: ClusterMessage) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open("broadcast")?;
+        if msg.node_id.is_empty() {
+            msg.node_id = inner.node_id.clone();
+        }
+        let json = serde_json::to_string(&msg)
+            .map_err(|e| Error::backend(BACKEND, format!("encode message: {e}")))?;
+        let mut con = inner.con.clone();
+        ::redis::cmd("PUBLISH")
+            .arg(inner.key("bus"))
+            .arg(json)
+            .query_async::<i64>(&mut con)
+            .await
+            .map_err(inner.err("broadcast"))?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, callback: MessageCallback) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open("subscribe")?;
+        let mut task = inner.bus_task.lock().await;
+        inner.subscribers.lock().unwrap().push(callback);
+        if task.is_none() {
+            let (tx, rx) = oneshot::channel();
+            let handle = tokio::spawn(run_bus(inner.clone(), Some(tx)));
+            let outcome = rx.await.unwrap_or_else(|_| {
+                Err(Error::backend(BACKEND, "subscribe: the subscriber task ended"))
+            });
+            if let Err(e) = outcome {
+                inner.subscribers.lock().unwrap().pop();
+                return Err(e);
+            }
+            *task = Some(handle);
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.closed.cancel();
+        // The election task tells its callback of the loss on its way out.
+        self.stop_election().await?;
+        let heartbeat = inner.heartbeat_task.lock().unwrap().take();
+        if let Some(task) = heartbeat {
+            let _ = task.await;
+        }
+        if let Some(task) = inner.bus_task.lock().await.take() {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
