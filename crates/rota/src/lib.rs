@@ -28,6 +28,8 @@ pub mod cron;
 pub mod error;
 pub mod global;
 pub mod monitor;
+#[cfg(feature = "redis")]
+mod redis_conn;
 mod registry;
 pub mod scheduler;
 pub mod store;

@@ -79,10 +79,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::ConnectionManager;
 use ::redis::{
-    AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
-    RedisError, Script,
+    Client, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, RedisError, Script,
 };
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -356,33 +355,15 @@ impl RedisCluster {
         let client = Client::open(info)
             .map_err(|e| Error::backend(BACKEND, format!("cannot connect to {addr}: {e}")))?;
         let timeout = config.connect_timeout;
-        let connect = async {
-            // One plain attempt first: an unreachable server fails at once,
-            // with the real reason, rather than after the manager's retries.
-            let probe = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
-            let mut con = client.get_multiplexed_async_connection_with_config(&probe).await?;
-            ::redis::cmd("PING").query_async::<()>(&mut con).await?;
-            drop(con);
-            let manager = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                .set_max_delay(Duration::from_secs(1));
-            ConnectionManager::new_with_config(client.clone(), manager).await
-        };
-        let con = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(con)) => con,
-            Ok(Err(e)) => {
-                return Err(Error::backend(BACKEND, format!("cannot connect to {addr}: {e}")))
-            }
-            Err(_) => {
-                return Err(Error::backend(
-                    BACKEND,
-                    format!("cannot connect to {addr}: timed out after {timeout:?}"),
-                ))
-            }
-        };
+        let con = crate::redis_conn::connect_manager(
+            &client,
+            BACKEND,
+            &addr,
+            timeout,
+            Some(timeout),
+            Duration::from_secs(1),
+        )
+        .await?;
         Ok(RedisCluster {
             inner: Arc::new(Inner {
                 node_id: config.node_id,

@@ -72,8 +72,8 @@ use std::fmt;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{AsyncConnectionConfig, Client, Cmd, RedisError, Script};
+use ::redis::aio::ConnectionManager;
+use ::redis::{Client, Cmd, RedisError, Script};
 use async_trait::async_trait;
 use jiff::{tz::TimeZone, Timestamp};
 
@@ -279,33 +279,15 @@ impl RedisStore {
         let addr = client.get_connection_info().addr().to_string();
         let timeout = options.connect_timeout;
         let response_timeout = Some(options.response_timeout).filter(|d| !d.is_zero());
-        let connect = async {
-            // One plain attempt first: an unreachable server fails at once, with
-            // the real reason, rather than after the manager's retries.
-            let probe = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
-            let mut con = client.get_multiplexed_async_connection_with_config(&probe).await?;
-            ::redis::cmd("PING").query_async::<()>(&mut con).await?;
-            drop(con);
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(response_timeout)
-                .set_max_delay(Duration::from_secs(2));
-            ConnectionManager::new_with_config(client.clone(), config).await
-        };
-        let con = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(con)) => con,
-            Ok(Err(e)) => {
-                return Err(Error::backend(BACKEND, format!("cannot connect to {addr}: {e}")))
-            }
-            Err(_) => {
-                return Err(Error::backend(
-                    BACKEND,
-                    format!("cannot connect to {addr}: timed out after {timeout:?}"),
-                ))
-            }
-        };
+        let con = crate::redis_conn::connect_manager(
+            &client,
+            BACKEND,
+            &addr,
+            timeout,
+            response_timeout,
+            Duration::from_secs(2),
+        )
+        .await?;
         Ok(RedisStore {
             con: RwLock::new(Some(con)),
             prefix: options.prefix,
