@@ -54,8 +54,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
+#[cfg(feature = "cluster-consul")]
+pub mod consul;
+#[cfg(feature = "cluster-etcd")]
+pub mod etcd;
 #[cfg(feature = "cluster-redis")]
 pub mod redis;
+#[cfg(feature = "cluster-zookeeper")]
+pub mod zookeeper;
 
 #[cfg(feature = "cluster-redis")]
 pub use self::redis::{RedisCluster, RedisClusterConfig};

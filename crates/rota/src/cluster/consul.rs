@@ -1,0 +1,1 @@
+//! placeholder: the consul cluster backend (being written).

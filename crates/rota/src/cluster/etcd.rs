@@ -1,0 +1,1 @@
+//! placeholder: the etcd cluster backend (being written).

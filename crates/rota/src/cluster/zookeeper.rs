@@ -1,0 +1,1 @@
+//! placeholder: the zookeeper cluster backend (being written).
