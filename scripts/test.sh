@@ -11,6 +11,17 @@ else
   sudo bash scripts/services.sh --with-chromium
 fi
 
+# Build dependencies: the etcd backend's gRPC code needs protoc and the
+# protobuf well-known types (Debian's protobuf-compiler and libprotobuf-dev).
+if ! command -v protoc >/dev/null 2>&1 || [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    protobuf-compiler libprotobuf-dev >/dev/null || {
+    $SUDO apt-get update >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev >/dev/null
+  }
+fi
+
 export CARGO_TERM_COLOR=never
 cargo build --workspace --all-features --all-targets
 if command -v cargo-nextest >/dev/null 2>&1; then
