@@ -24,6 +24,7 @@
 pub mod clock;
 pub mod cluster;
 mod config;
+mod fasthash;
 pub mod cron;
 pub mod error;
 pub mod global;

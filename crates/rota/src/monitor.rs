@@ -32,7 +32,7 @@
 //! (`/proc` on Linux, zero elsewhere) and CPU usage is measured against real
 //! elapsed time, not the monitor's clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -322,7 +322,7 @@ pub struct DefaultMonitor {
 
 #[derive(Default)]
 struct State {
-    tasks: HashMap<String, TaskEntry>,
+    tasks: crate::fasthash::FastMap<String, TaskEntry>,
     executions: u64,
     successful: u64,
     failed: u64,
@@ -433,10 +433,11 @@ impl TaskEntry {
 impl State {
     /// The entry of `id`, created if new. Allocates only for a new ID.
     fn task(&mut self, id: &str) -> &mut TaskEntry {
-        if !self.tasks.contains_key(id) {
-            self.tasks.insert(id.to_owned(), TaskEntry::default());
+        // One lookup when the entry exists (the common case), no allocation.
+        if self.tasks.contains_key(id) {
+            return self.tasks.get_mut(id).expect("present");
         }
-        self.tasks.get_mut(id).expect("inserted above")
+        self.tasks.entry(id.to_owned()).or_default()
     }
 
     /// Drops window samples at or before `now - window`.

@@ -17,7 +17,7 @@ mod persist;
 mod run;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -327,7 +327,7 @@ struct State {
     // Boxed: a slot costs a pointer, so the vector's growth slack stays small.
     slots: Vec<Option<Box<Entry>>>,
     free: Vec<u32>,
-    index: HashMap<Arc<str>, u32>,
+    index: crate::fasthash::FastMap<Arc<str>, u32>,
     heap: BinaryHeap<Reverse<HeapItem>>,
     totals: Totals,
     driver_stop: Option<CancellationToken>,
@@ -418,7 +418,7 @@ impl DefaultScheduler {
                     started_at: None,
                     slots: Vec::new(),
                     free: Vec::new(),
-                    index: HashMap::new(),
+                    index: Default::default(),
                     heap: BinaryHeap::new(),
                     totals: Totals::default(),
                     driver_stop: None,

@@ -26,7 +26,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct History {
     all: VecDeque<TaskExecution>,
-    per_task: HashMap<String, usize>,
+    per_task: crate::fasthash::FastMap<String, usize>,
 }
 
 impl History {
