@@ -24,9 +24,9 @@
 pub mod clock;
 pub mod cluster;
 mod config;
-mod fasthash;
 pub mod cron;
 pub mod error;
+mod fasthash;
 pub mod global;
 pub mod monitor;
 #[cfg(feature = "redis")]

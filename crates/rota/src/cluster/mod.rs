@@ -4,9 +4,16 @@
 //!
 //! The backends:
 //!
-//! * `RedisCluster` (cargo feature `cluster-redis`): one Redis server.
-//!
-//! etcd, ZooKeeper and Consul backends are planned (issue 6).
+//! * `RedisCluster` (cargo feature `cluster-redis`): one Redis server; SET NX
+//!   PX with Lua compare-and-extend/delete, INCR fencing, pub/sub broadcast.
+//! * `EtcdCluster` (`cluster-etcd`): leases with keep-alive, transactions on
+//!   create revision (the fencing token), watches.
+//! * `ZookeeperCluster` (`cluster-zookeeper`): sessions, ephemeral-sequential
+//!   locks and election (watch the predecessor only), czxid as the token.
+//! * `ConsulCluster` (`cluster-consul`): sessions with TTL, KV acquire/release,
+//!   ModifyIndex as the token, blocking queries. **Tested against an in-repo
+//!   fake of Consul's HTTP API** (`tests/support/consul_fake.rs`), not a real
+//!   Consul: no Consul server can be installed here under an open licence.
 //!
 //! # Guarantees
 //!
@@ -63,8 +70,14 @@ pub mod redis;
 #[cfg(feature = "cluster-zookeeper")]
 pub mod zookeeper;
 
+#[cfg(feature = "cluster-consul")]
+pub use self::consul::{ConsulCluster, ConsulClusterConfig};
+#[cfg(feature = "cluster-etcd")]
+pub use self::etcd::{EtcdCluster, EtcdClusterConfig};
 #[cfg(feature = "cluster-redis")]
 pub use self::redis::{RedisCluster, RedisClusterConfig};
+#[cfg(feature = "cluster-zookeeper")]
+pub use self::zookeeper::{ZookeeperCluster, ZookeeperClusterConfig};
 
 /// A node's state as the registry sees it: the seed's `"online"`,
 /// `"offline"` and `"leader"`.

@@ -1,3 +1,5 @@
 //! Shared test helpers: the store conformance suite.
 
 pub mod conformance;
+#[allow(dead_code)]
+pub mod consul_fake;

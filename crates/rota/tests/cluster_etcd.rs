@@ -1,0 +1,860 @@
+//! The etcd cluster backend against a real server: mutual exclusion with
+//! fencing tokens, lock expiry, leader election and failover, the node
+//! registry, broadcast and bad input.
+//!
+//! Needs etcd at `127.0.0.1:2379` (or `ROTA_TEST_ETCD_ENDPOINT`, as
+//! `host:port`; `scripts/services.sh` starts one). Each test uses a key
+//! prefix of its own (`/rota-test-cluster/<pid>/<n>/`) and deletes its keys
+//! at the end (with `etcdctl`, if installed). etcd lease TTLs are whole
+//! seconds with a server minimum of about 2 s, so the TTLs here are 2 s and
+//! the file takes about 20 s.
+//!
+//! Two faults: a private `etcd` (free ports, skipped if there is no `etcd`)
+//! killed and restarted, and every connection dropped by a TCP proxy while
+//! nodes contend for a lock.
+//!
+//! Run it alone with
+//! `cargo test -p rota --features cluster-etcd --test cluster_etcd`.
+#![cfg(feature = "cluster-etcd")]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rota::cluster::{
+    Cluster, ClusterMessage, EtcdCluster, EtcdClusterConfig, Leadership, NodeInfo, NodeStatus,
+};
+use rota::{Error, ErrorKind};
+
+fn endpoint() -> String {
+    std::env::var("ROTA_TEST_ETCD_ENDPOINT").unwrap_or_else(|_| "127.0.0.1:2379".into())
+}
+
+fn unique_prefix() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("/rota-test-cluster/{}/{}/", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn config(prefix: &str, node: &str) -> EtcdClusterConfig {
+    EtcdClusterConfig {
+        endpoints: vec![endpoint()],
+        node_id: node.into(),
+        key_prefix: prefix.into(),
+        // etcd's minimum lease TTL with default settings is 2 s.
+        node_ttl: Duration::from_secs(2),
+        forget_after: Duration::from_secs(4),
+        election_ttl: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        ..EtcdClusterConfig::default()
+    }
+}
+
+async fn nodes(prefix: &str, n: usize) -> Vec<Arc<EtcdCluster>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(Arc::new(EtcdCluster::new(config(prefix, &format!("node-{i}"))).await.unwrap()));
+    }
+    out
+}
+
+/// Deletes every key under `prefix`.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoint()))
+            .args(["del", "--prefix", &self.0])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `within` has passed.
+async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_are_mutually_exclusive_with_growing_fencing_tokens() {
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let clusters = nodes(&prefix, 3).await;
+    let holder = Arc::new(AtomicBool::new(false));
+    let last_token = Arc::new(AtomicU64::new(0));
+    let grants = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for cluster in &clusters {
+        for _ in 0..4 {
+            let (cluster, holder, last_token, grants) =
+                (cluster.clone(), holder.clone(), last_token.clone(), grants.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    let guard = cluster.acquire_lock("job", Duration::from_secs(5)).await.unwrap();
+                    let Some(guard) = guard else {
+                        tokio::task::yield_now().await;
+                        continue;
+                    };
+                    assert!(!holder.swap(true, Ordering::SeqCst), "two holders at once");
+                    let previous = last_token.swap(guard.token(), Ordering::SeqCst);
+                    assert!(guard.token() > previous, "token {} after {previous}", guard.token());
+                    grants.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    assert!(!guard.is_lost());
+                    holder.store(false, Ordering::SeqCst);
+                    assert!(guard.release().await.unwrap(), "the holder's release freed nothing");
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let grants = grants.load(Ordering::SeqCst);
+    assert!(grants >= 20, "only {grants} of 600 attempts got the lock");
+    println!("{grants} of 600 attempts got the lock");
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lock_goes_to_another_node_and_the_old_release_leaves_it() {
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let clusters = nodes(&prefix, 2).await;
+    let (a, b) = (&clusters[0], &clusters[1]);
+    let ttl = Duration::from_secs(2);
+
+    // Renewed (keep-alive of its lease, then moved to a longer lease), a lock
+    // outlives its TTL.
+    let guard = a.acquire_lock("renewed", ttl).await.unwrap().unwrap();
+    let token = guard.token();
+    for step in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let renew_ttl = if step < 2 { ttl } else { Duration::from_secs(3) };
+        guard.renew(renew_ttl).await.unwrap();
+    }
+    assert!(!guard.is_lost());
+    assert_eq!(guard.token(), token);
+    assert!(b.acquire_lock("renewed", ttl).await.unwrap().is_none());
+    a.release_lock("renewed").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), guard.lost()).await.expect("release not seen");
+    let again = b.acquire_lock("renewed", ttl).await.unwrap().unwrap();
+    assert!(again.token() > token);
+
+    // Not renewed, it runs out; B gets it, A is told.
+    let start = Instant::now();
+    let old = a.acquire_lock("job", ttl).await.unwrap().unwrap();
+    assert!(b.acquire_lock("job", ttl).await.unwrap().is_none());
+    let new = loop {
+        if let Some(g) = b.acquire_lock("job", Duration::from_secs(5)).await.unwrap() {
+            break g;
+        }
+        // etcd checks lease expiry every 500 ms.
+        assert!(start.elapsed() < ttl + Duration::from_millis(1500), "lock never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = start.elapsed();
+    assert!(took >= ttl - Duration::from_millis(50), "taken after {took:?}, TTL {ttl:?}");
+    assert!(new.token() > old.token());
+    // The local deadline ran out before the server freed the key.
+    assert!(old.is_lost());
+    tokio::time::timeout(Duration::from_millis(500), old.lost()).await.expect("not told of loss");
+    let err = old.renew(ttl).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+
+    // The old holder's releases leave the new holder's lock alone.
+    a.release_lock("job").await.unwrap();
+    assert!(!old.release().await.unwrap());
+    new.renew(Duration::from_secs(5)).await.unwrap();
+    assert!(!new.is_lost());
+    assert!(a.acquire_lock("job", ttl).await.unwrap().is_none());
+    assert!(new.release().await.unwrap());
+    assert!(a.acquire_lock("job", ttl).await.unwrap().is_some());
+    println!("expired lock taken over after {took:?} (TTL {ttl:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_and_a_fast_failover_with_a_higher_term() {
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let clusters = nodes(&prefix, 3).await;
+    let ttl = config(&prefix, "x").election_ttl;
+    // For each node: the term it leads, or 0.
+    let leading: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 3]));
+    let events: Arc<Mutex<Vec<(usize, Leadership, Instant)>>> = Arc::default();
+    // Callbacks run on background tasks: they record violations, the test
+    // asserts on them.
+    let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+    for (i, cluster) in clusters.iter().enumerate() {
+        let (leading, events, violations) = (leading.clone(), events.clone(), violations.clone());
+        cluster
+            .start_election(Arc::new(move |event| {
+                let mut leading = leading.lock().unwrap();
+                match event {
+                    Leadership::Elected { term } => {
+                        if leading.iter().any(|&t| t != 0) {
+                            violations
+                                .lock()
+                                .unwrap()
+                                .push(format!("two leaders: {leading:?}, {i} elected"));
+                        }
+                        leading[i] = term;
+                    }
+                    Leadership::Lost { term } => {
+                        if leading[i] != term {
+                            violations
+                                .lock()
+                                .unwrap()
+                                .push(format!("{i} lost {term}, led {}", leading[i]));
+                        }
+                        leading[i] = 0;
+                    }
+                }
+                events.lock().unwrap().push((i, event, Instant::now()));
+            }))
+            .await
+            .unwrap();
+    }
+    let leader_of = |leading: &Vec<u64>| leading.iter().position(|&t| t != 0);
+    assert!(
+        eventually(Duration::from_secs(2), || leader_of(&leading.lock().unwrap()).is_some()).await
+    );
+    // Leadership stays put while the leader renews.
+    tokio::time::sleep(ttl * 2).await;
+    let (first, term) = {
+        let leading = leading.lock().unwrap();
+        let i = leader_of(&leading).unwrap();
+        assert_eq!(leading.iter().filter(|&&t| t != 0).count(), 1);
+        (i, leading[i])
+    };
+    assert_eq!(events.lock().unwrap().len(), 1, "{:?}", events.lock().unwrap());
+    let statuses = clusters[0].nodes().await.unwrap();
+    assert!(statuses.is_empty(), "nobody registered: {statuses:?}");
+
+    // Close the leader without stepping down: the lease has to run out.
+    let closed_at = Instant::now();
+    clusters[first].close().await.unwrap();
+    assert_eq!(leading.lock().unwrap()[first], 0, "the closed leader was not told");
+    assert!(
+        eventually(ttl + Duration::from_secs(1), || {
+            leader_of(&leading.lock().unwrap()).is_some()
+        })
+        .await,
+        "no new leader within TTL + 1 s"
+    );
+    let failover = closed_at.elapsed();
+    let (second, new_term) = {
+        let leading = leading.lock().unwrap();
+        let i = leader_of(&leading).unwrap();
+        (i, leading[i])
+    };
+    assert_ne!(second, first);
+    assert!(new_term > term, "term {new_term} after {term}");
+
+    // A clean stop hands over at once.
+    let stopped_at = Instant::now();
+    clusters[second].stop_election().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || {
+            let leading = leading.lock().unwrap();
+            leader_of(&leading).is_some_and(|i| i != second && leading[i] > new_term)
+        })
+        .await,
+        "no handover after a clean stop"
+    );
+    let handover = stopped_at.elapsed();
+    assert!(violations.lock().unwrap().is_empty(), "{:?}", violations.lock().unwrap());
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+    println!("failover after close: {failover:?} (TTL {ttl:?}); handover after stop: {handover:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_appear_go_offline_when_closed_and_are_forgotten() {
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let clusters = nodes(&prefix, 3).await;
+    for (i, cluster) in clusters.iter().enumerate() {
+        let mut info = NodeInfo::new(format!("node-{i}"), "127.0.0.1", 7000 + i as u16);
+        info.metadata.insert("zone".into(), "a".into());
+        cluster.register(info).await.unwrap();
+    }
+    let seen = clusters[1].nodes().await.unwrap();
+    assert_eq!(
+        seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["node-0", "node-1", "node-2"]
+    );
+    assert!(seen.iter().all(|n| n.status == NodeStatus::Online), "{seen:?}");
+    assert_eq!(seen[2].port, 7002);
+    assert_eq!(seen[2].metadata["zone"], "a");
+
+    // The leader shows as leader.
+    clusters[0].start_election(Arc::new(|_| {})).await.unwrap();
+    let mut statuses = HashMap::new();
+    for _ in 0..100 {
+        statuses = clusters[1]
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.id, n.status))
+            .collect::<HashMap<_, _>>();
+        if statuses["node-0"] == NodeStatus::Leader {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(statuses["node-0"], NodeStatus::Leader);
+
+    // Heartbeats keep the others online past the TTL; the closed one goes
+    // offline after it, then disappears.
+    clusters[2].close().await.unwrap();
+    // node_ttl 2 s; etcd checks lease expiry every 500 ms.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let seen = clusters[1].nodes().await.unwrap();
+    let status: HashMap<_, _> = seen.iter().map(|n| (n.id.as_str(), n.status)).collect();
+    assert_eq!(status["node-1"], NodeStatus::Online, "{seen:?}");
+    assert_eq!(status["node-2"], NodeStatus::Offline, "{seen:?}");
+    // forget_after 4 s.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let seen = clusters[1].nodes().await.unwrap();
+    assert_eq!(seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["node-0", "node-1"]);
+
+    // Restarted, it comes back.
+    let restarted = EtcdCluster::new(config(&prefix, "node-2")).await.unwrap();
+    restarted.register(NodeInfo::new("node-2", "127.0.0.1", 7002)).await.unwrap();
+    let seen = clusters[1].nodes().await.unwrap();
+    let status: HashMap<_, _> = seen.iter().map(|n| (n.id.as_str(), n.status)).collect();
+    assert_eq!(status.get("node-2"), Some(&NodeStatus::Online), "{seen:?}");
+    restarted.close().await.unwrap();
+
+    // Unregister takes a node out at once.
+    clusters[1].unregister("node-1").await.unwrap();
+    clusters[1].unregister("node-2").await.unwrap();
+    let seen = clusters[0].nodes().await.unwrap();
+    assert_eq!(seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["node-0"]);
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_gets_every_message_in_order_per_sender() {
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let clusters = nodes(&prefix, 3).await;
+    let inboxes: Vec<Arc<Mutex<Vec<ClusterMessage>>>> = (0..3).map(|_| Arc::default()).collect();
+    for (cluster, inbox) in clusters.iter().zip(&inboxes) {
+        let inbox = inbox.clone();
+        cluster.subscribe(Arc::new(move |msg| inbox.lock().unwrap().push(msg))).await.unwrap();
+    }
+    const PER_SENDER: usize = 100;
+    let mut senders = Vec::new();
+    for cluster in &clusters {
+        let cluster = cluster.clone();
+        senders.push(tokio::spawn(async move {
+            for seq in 0..PER_SENDER {
+                cluster
+                    .broadcast(ClusterMessage::new("seq", seq.to_string().into_bytes()))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let all = 3 * PER_SENDER;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            inboxes.iter().all(|inbox| inbox.lock().unwrap().len() >= all)
+        })
+        .await,
+        "lost messages: {:?}",
+        inboxes.iter().map(|i| i.lock().unwrap().len()).collect::<Vec<_>>()
+    );
+    for inbox in &inboxes {
+        let inbox = inbox.lock().unwrap();
+        assert_eq!(inbox.len(), all);
+        let mut per_sender: HashMap<&str, Vec<usize>> = HashMap::new();
+        for msg in inbox.iter() {
+            assert_eq!(msg.kind, "seq");
+            let seq = std::str::from_utf8(&msg.data).unwrap().parse().unwrap();
+            per_sender.entry(msg.node_id.as_str()).or_default().push(seq);
+        }
+        assert_eq!(per_sender.len(), 3, "{:?}", per_sender.keys());
+        for seqs in per_sender.values() {
+            assert_eq!(*seqs, (0..PER_SENDER).collect::<Vec<_>>());
+        }
+    }
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}
+
+fn invalid_field(err: &Error) -> &str {
+    match err {
+        Error::InvalidInput { what, .. } => what,
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_clearly_and_fast() {
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let err = EtcdCluster::new(config(&prefix, "")).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "node_id", "{err}");
+    let err =
+        EtcdCluster::new(EtcdClusterConfig { node_ttl: Duration::ZERO, ..config(&prefix, "n") })
+            .await
+            .unwrap_err();
+    assert_eq!(invalid_field(&err), "node_ttl", "{err}");
+    let err = EtcdCluster::new(EtcdClusterConfig { endpoints: vec![], ..config(&prefix, "n") })
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_field(&err), "endpoints", "{err}");
+    let err =
+        EtcdCluster::new(EtcdClusterConfig { endpoints: vec![" ".into()], ..config(&prefix, "n") })
+            .await
+            .unwrap_err();
+    assert_eq!(invalid_field(&err), "endpoints", "{err}");
+    let err = EtcdCluster::new(EtcdClusterConfig {
+        forget_after: Duration::from_secs(1),
+        ..config(&prefix, "n")
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(invalid_field(&err), "forget_after", "{err}");
+
+    let cluster = EtcdCluster::new(config(&prefix, "n")).await.unwrap();
+    let err = cluster.acquire_lock("", Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "key", "{err}");
+    let err = cluster.acquire_lock("k", Duration::ZERO).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "ttl", "{err}");
+    let err = cluster.release_lock("").await.unwrap_err();
+    assert_eq!(invalid_field(&err), "key", "{err}");
+    let guard = cluster.acquire_lock("k", Duration::from_secs(1)).await.unwrap().unwrap();
+    let err = guard.renew(Duration::ZERO).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "ttl", "{err}");
+    let err = cluster.register(NodeInfo::new("", "h", 1)).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "node_id", "{err}");
+    cluster.close().await.unwrap();
+    let err = cluster.acquire_lock("k", Duration::from_secs(1)).await.unwrap_err();
+    assert!(err.to_string().contains("closed"), "{err}");
+
+    // Refused at once: nothing listens on port 1.
+    let start = Instant::now();
+    let err = EtcdCluster::new(EtcdClusterConfig {
+        endpoints: vec!["127.0.0.1:1".into()],
+        connect_timeout: Duration::from_secs(1),
+        ..config(&prefix, "n")
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+
+    // Unanswered (a blackholed address): bounded by the connect timeout.
+    let start = Instant::now();
+    let timeout = Duration::from_millis(500);
+    let err = EtcdCluster::new(EtcdClusterConfig {
+        endpoints: vec!["10.255.255.1:2379".into()],
+        connect_timeout: timeout,
+        ..config(&prefix, "n")
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("10.255.255.1:2379"), "{err}");
+    assert!(start.elapsed() < timeout + Duration::from_millis(500), "{:?}", start.elapsed());
+}
+
+/// A private `etcd` on free ports with its own data directory, killed on
+/// drop. Unlike Redis, etcd keeps its data (and leases) across a restart.
+struct PrivateServer {
+    port: u16,
+    peer_port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+fn free_port() -> Option<u16> {
+    Some(std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port())
+}
+
+impl PrivateServer {
+    /// `None` if there is no `etcd` to run.
+    fn start() -> Option<PrivateServer> {
+        let (port, peer_port) = (free_port()?, free_port()?);
+        let dir =
+            std::env::temp_dir().join(format!("rota-etcd-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let mut server = PrivateServer { port, peer_port, dir, child: None };
+        server.spawn().then_some(server)
+    }
+
+    fn spawn(&mut self) -> bool {
+        let client = format!("http://127.0.0.1:{}", self.port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = std::process::Command::new("etcd")
+            .args(["--logger=zap", "--log-level=error", "--name", "n0", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("n0={peer}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        for _ in 0..200 {
+            let ok = std::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints=127.0.0.1:{}", self.port))
+                .args(["endpoint", "health"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_recovers_after_the_server_restarts() {
+    let Some(mut server) = PrivateServer::start() else {
+        println!("skipped: no etcd to start");
+        return;
+    };
+    let prefix = unique_prefix();
+    let mut clusters = Vec::new();
+    for i in 0..3 {
+        let config = EtcdClusterConfig {
+            endpoints: vec![format!("127.0.0.1:{}", server.port)],
+            ..config(&prefix, &format!("node-{i}"))
+        };
+        clusters.push(Arc::new(EtcdCluster::new(config).await.unwrap()));
+    }
+    let leading: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 3]));
+    let inboxes: Vec<Arc<Mutex<Vec<ClusterMessage>>>> = (0..3).map(|_| Arc::default()).collect();
+    for (i, cluster) in clusters.iter().enumerate() {
+        cluster.register(NodeInfo::new(format!("node-{i}"), "127.0.0.1", 7000)).await.unwrap();
+        let leading = leading.clone();
+        cluster
+            .start_election(Arc::new(move |event| match event {
+                Leadership::Elected { term } => leading.lock().unwrap()[i] = term,
+                Leadership::Lost { .. } => leading.lock().unwrap()[i] = 0,
+            }))
+            .await
+            .unwrap();
+        let inbox = inboxes[i].clone();
+        cluster.subscribe(Arc::new(move |msg| inbox.lock().unwrap().push(msg))).await.unwrap();
+    }
+    let one_leader = || leading.lock().unwrap().iter().filter(|&&t| t != 0).count() == 1;
+    assert!(eventually(Duration::from_secs(2), one_leader).await);
+    let ttl = Duration::from_secs(2);
+    let old = clusters[0].acquire_lock("job", ttl).await.unwrap().unwrap();
+
+    // Restart the server; etcd keeps its data and leases.
+    let restart = Instant::now();
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(server.spawn(), "etcd did not restart");
+    let restarted = restart.elapsed();
+
+    // Heartbeats keep (or put back) the nodes online.
+    let mut registered = false;
+    while restart.elapsed() < Duration::from_secs(8) {
+        let online = clusters[1]
+            .nodes()
+            .await
+            .map(|nodes| nodes.iter().filter(|n| n.status != NodeStatus::Offline).count());
+        if online.is_ok_and(|n| n == 3) {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(registered, "nodes not all online after the restart");
+    assert!(
+        eventually(Duration::from_secs(5), one_leader).await,
+        "not exactly one leader after the restart: {:?}",
+        leading.lock().unwrap()
+    );
+    // The old grant is never held twice: while its guard holds, nobody else
+    // gets the lock; the next grant's token is larger.
+    let new = loop {
+        let held = !old.is_lost();
+        if let Ok(Some(g)) = clusters[1].acquire_lock("job", ttl).await {
+            assert!(!held || old.is_lost(), "granted while the old guard held it");
+            break g;
+        }
+        assert!(restart.elapsed() < Duration::from_secs(12), "lock never granted again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(new.token() > old.token(), "token {} after {}", new.token(), old.token());
+    assert!(old.is_lost());
+    // Subscribers subscribed again.
+    let mut delivered = false;
+    while restart.elapsed() < Duration::from_secs(8) {
+        let _ = clusters[2].broadcast(ClusterMessage::new("after-restart", Vec::new())).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if inboxes
+            .iter()
+            .all(|inbox| inbox.lock().unwrap().iter().any(|m| m.kind == "after-restart"))
+        {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "broadcast not delivered after the restart");
+    println!("recovered from a server restart (down {restarted:?}) in {:?}", restart.elapsed());
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}
+
+/// A TCP proxy to the test server that can drop every connection it carries.
+struct Proxy {
+    port: u16,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Copies from `from` to `to` until `from` closes or either fails.
+async fn pump(from: &tokio::net::TcpStream, to: &tokio::net::TcpStream) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut sent = 0;
+        while sent < n {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buf[sent..n]) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let generation = Arc::new(tokio::sync::watch::channel(0u64).0);
+        let sender = generation.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut dropped = sender.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(endpoint()).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = pump(&client, &server) => {}
+                        _ = pump(&server, &client) => {}
+                        _ = dropped.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, generation, task }
+    }
+
+    /// Closes every connection open through the proxy.
+    fn drop_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.drop_all();
+    }
+}
+
+/// A lock holder's valid window: from the grant's reply to the moment it
+/// stopped using the lock or its lease ran out, whichever came first.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    token: u64,
+    #[allow(dead_code)] // shown in failure messages
+    node: usize,
+    start: Instant,
+    end: Instant,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_stay_exclusive_and_everything_recovers_when_connections_drop() {
+    let proxy = Proxy::start().await;
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let mut clusters = Vec::new();
+    for i in 0..3 {
+        let config = EtcdClusterConfig {
+            endpoints: vec![format!("127.0.0.1:{}", proxy.port)],
+            ..config(&prefix, &format!("node-{i}"))
+        };
+        clusters.push(Arc::new(EtcdCluster::new(config).await.unwrap()));
+    }
+    let leading: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 3]));
+    let inboxes: Vec<Arc<Mutex<Vec<ClusterMessage>>>> = (0..3).map(|_| Arc::default()).collect();
+    for (i, cluster) in clusters.iter().enumerate() {
+        cluster.register(NodeInfo::new(format!("node-{i}"), "127.0.0.1", 7000)).await.unwrap();
+        let leading = leading.clone();
+        cluster
+            .start_election(Arc::new(move |event| match event {
+                Leadership::Elected { term } => leading.lock().unwrap()[i] = term,
+                Leadership::Lost { .. } => leading.lock().unwrap()[i] = 0,
+            }))
+            .await
+            .unwrap();
+        let inbox = inboxes[i].clone();
+        cluster.subscribe(Arc::new(move |msg| inbox.lock().unwrap().push(msg))).await.unwrap();
+    }
+
+    // Three seconds of contention on one lock while every connection is
+    // dropped every 250 ms.
+    let chaos = Duration::from_secs(3);
+    let start = Instant::now();
+    let windows: Arc<Mutex<Vec<Window>>> = Arc::default();
+    let mut workers = Vec::new();
+    for (node, cluster) in clusters.iter().enumerate() {
+        for _ in 0..2 {
+            let (cluster, windows) = (cluster.clone(), windows.clone());
+            workers.push(tokio::spawn(async move {
+                let ttl = Duration::from_secs(2);
+                while start.elapsed() < chaos {
+                    let guard = match cluster.acquire_lock("job", ttl).await {
+                        Ok(Some(guard)) => guard,
+                        Ok(None) | Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            continue;
+                        }
+                    };
+                    let granted = Instant::now();
+                    // Some holders work past the TTL and renew on the way.
+                    let steps = if guard.token() % 3 == 0 { 4 } else { 1 };
+                    for _ in 0..steps {
+                        tokio::time::sleep(Duration::from_millis(guard.token() % 20 + 30)).await;
+                        if guard.renew(ttl).await.is_err() {
+                            break;
+                        }
+                    }
+                    let end = Instant::now().min(guard.deadline().into_std());
+                    if end > granted {
+                        let token = guard.token();
+                        windows.lock().unwrap().push(Window { token, node, start: granted, end });
+                    }
+                    let _ = guard.release().await;
+                }
+            }));
+        }
+    }
+    let mut drops = 0;
+    while start.elapsed() < chaos {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        proxy.drop_all();
+        drops += 1;
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let mut windows = windows.lock().unwrap().clone();
+    windows.sort_by_key(|w| w.token);
+    assert!(windows.len() >= 5, "only {} grants", windows.len());
+    for pair in windows.windows(2) {
+        assert!(pair[1].token > pair[0].token, "token granted twice: {pair:?}");
+        assert!(pair[1].start >= pair[0].end, "two holders at once: {pair:?}");
+    }
+
+    // Afterwards: registered, one leader, broadcasts delivered.
+    let recovery = Instant::now();
+    let mut registered = false;
+    while recovery.elapsed() < Duration::from_secs(3) {
+        let online = clusters[0]
+            .nodes()
+            .await
+            .map(|nodes| nodes.iter().filter(|n| n.status != NodeStatus::Offline).count());
+        if online.is_ok_and(|n| n == 3) {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(registered, "nodes not all online after the drops");
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            leading.lock().unwrap().iter().filter(|&&t| t != 0).count() == 1
+        })
+        .await,
+        "not exactly one leader: {:?}",
+        leading.lock().unwrap()
+    );
+    let mut delivered = false;
+    while recovery.elapsed() < Duration::from_secs(6) {
+        let _ = clusters[1].broadcast(ClusterMessage::new("after-drops", Vec::new())).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if inboxes.iter().all(|inbox| inbox.lock().unwrap().iter().any(|m| m.kind == "after-drops"))
+        {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "broadcast not delivered after the drops");
+    println!(
+        "{} exclusive grants across {drops} connection drops; recovered in {:?}",
+        windows.len(),
+        recovery.elapsed()
+    );
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}

@@ -1,0 +1,1037 @@
+//! The ZooKeeper cluster backend against a real server: mutual exclusion with
+//! fencing tokens, lock expiry (TTL not renewed, and a holder whose session
+//! is abandoned), leader election and failover, the node registry, broadcast,
+//! bad input, and two faults: every connection dropped by a TCP proxy while
+//! nodes contend for a lock, and the server killed and restarted (a private
+//! ZooKeeper on a free port from Debian's `libzookeeper-java`, skipped if
+//! there is none).
+//!
+//! Needs a server at `127.0.0.1:2181` (or `ROTA_TEST_ZOOKEEPER_ADDR`, as
+//! `host:port`) whose minimum session timeout is at most 1 s (`tickTime=500`,
+//! as `scripts/services.sh` starts it). Each test uses a root of its own
+//! (`/rota-test-cluster/<pid>-<n>`) and deletes it at the end. Sessions last
+//! 1 s, so the whole file runs in about 12 s.
+//!
+//! Run it alone with
+//! `cargo test -p rota --features cluster-zookeeper --test cluster_zookeeper`.
+#![cfg(feature = "cluster-zookeeper")]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rota::cluster::{
+    Cluster, ClusterMessage, Leadership, NodeInfo, NodeStatus, ZookeeperCluster,
+    ZookeeperClusterConfig,
+};
+use rota::{Error, ErrorKind};
+
+const SESSION: Duration = Duration::from_millis(1000);
+
+fn addr() -> String {
+    std::env::var("ROTA_TEST_ZOOKEEPER_ADDR").unwrap_or_else(|_| "127.0.0.1:2181".into())
+}
+
+fn unique_root() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("/rota-test-cluster/{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn config(root: &str, node: &str) -> ZookeeperClusterConfig {
+    ZookeeperClusterConfig {
+        servers: vec![addr()],
+        node_id: node.into(),
+        root: root.into(),
+        session_timeout: SESSION,
+        forget_after: Duration::from_millis(3000),
+        connect_timeout: Duration::from_secs(2),
+        ..ZookeeperClusterConfig::default()
+    }
+}
+
+async fn nodes(root: &str, n: usize) -> Vec<Arc<ZookeeperCluster>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(Arc::new(
+            ZookeeperCluster::new(config(root, &format!("node-{i}"))).await.unwrap(),
+        ));
+    }
+    out
+}
+
+/// Deletes `root` and everything under it (ephemeral nodes of abandoned
+/// sessions may linger until their session expires: retried for a while).
+struct Cleanup(String);
+
+async fn delete_tree(client: &zookeeper_client::Client, path: &str) -> bool {
+    let mut stack = vec![path.to_string()];
+    let mut order = Vec::new();
+    while let Some(p) = stack.pop() {
+        match client.list_children(&p).await {
+            Ok(children) => {
+                stack.extend(children.into_iter().map(|c| format!("{p}/{c}")));
+                order.push(p);
+            }
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(_) => return false,
+        }
+    }
+    let mut ok = true;
+    for p in order.iter().rev() {
+        match client.delete(p, None).await {
+            Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
+            Err(_) => ok = false,
+        }
+    }
+    ok
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let root = self.0.clone();
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let Ok(client) = zookeeper_client::Client::connector()
+                    .with_session_timeout(SESSION)
+                    .connect(&addr())
+                    .await
+                else {
+                    return;
+                };
+                for _ in 0..30 {
+                    if delete_tree(&client, &root).await {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        });
+        let _ = cleaned.join();
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `within` has passed.
+async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_are_mutually_exclusive_with_growing_fencing_tokens() {
+    let root = unique_root();
+    let _cleanup = Cleanup(root.clone());
+    let clusters = nodes(&root, 3).await;
+    let holder = Arc::new(AtomicBool::new(false));
+    let last_token = Arc::new(AtomicU64::new(0));
+    let grants = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for cluster in &clusters {
+        for _ in 0..2 {
+            let (cluster, holder, last_token, grants) =
+                (cluster.clone(), holder.clone(), last_token.clone(), grants.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    let guard = cluster.acquire_lock("job", Duration::from_secs(5)).await.unwrap();
+                    let Some(guard) = guard else {
+                        tokio::task::yield_now().await;
+                        continue;
+                    };
+                    assert!(!holder.swap(true, Ordering::SeqCst), "two holders at once");
+                    let previous = last_token.swap(guard.token(), Ordering::SeqCst);
+                    assert!(guard.token() > previous, "token {} after {previous}", guard.token());
+                    grants.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    assert!(!guard.is_lost());
+                    holder.store(false, Ordering::SeqCst);
+                    assert!(guard.release().await.unwrap(), "the holder's release freed nothing");
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let grants = grants.load(Ordering::SeqCst);
+    assert!(grants >= 20, "only {grants} of 300 attempts got the lock");
+    println!("{grants} of 300 attempts got the lock in {:?}", start.elapsed());
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lock_goes_to_another_node_and_the_old_release_leaves_it() {
+    let root = unique_root();
+    let _cleanup = Cleanup(root.clone());
+    let clusters = nodes(&root, 2).await;
+    let (a, b) = (&clusters[0], &clusters[1]);
+    let ttl = Duration::from_millis(400);
+
+    // Renewed, a lock outlives its TTL.
+    let guard = a.acquire_lock("renewed", Duration::from_millis(300)).await.unwrap().unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        guard.renew(Duration::from_millis(300)).await.unwrap();
+    }
+    assert!(!guard.is_lost());
+    assert!(b.acquire_lock("renewed", ttl).await.unwrap().is_none());
+    a.release_lock("renewed").await.unwrap();
+    assert!(b.acquire_lock("renewed", ttl).await.unwrap().is_some());
+
+    // Not renewed, it runs out; B gets it, A is told.
+    let start = Instant::now();
+    let old = a.acquire_lock("job", ttl).await.unwrap().unwrap();
+    assert!(b.acquire_lock("job", ttl).await.unwrap().is_none());
+    let new = loop {
+        if let Some(g) = b.acquire_lock("job", Duration::from_secs(5)).await.unwrap() {
+            break g;
+        }
+        assert!(start.elapsed() < ttl + Duration::from_millis(500), "lock never expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let took = start.elapsed();
+    assert!(took >= ttl - Duration::from_millis(50), "taken after {took:?}, TTL {ttl:?}");
+    assert!(new.token() > old.token());
+    tokio::time::timeout(Duration::from_millis(500), old.lost()).await.expect("not told of loss");
+    assert!(old.is_lost());
+    let err = old.renew(ttl).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+
+    // The old holder's releases leave the new holder's lock alone.
+    a.release_lock("job").await.unwrap();
+    assert!(!old.release().await.unwrap());
+    new.renew(Duration::from_secs(5)).await.unwrap();
+    assert!(!new.is_lost());
+    assert!(a.acquire_lock("job", ttl).await.unwrap().is_none());
+
+    // A holder whose session is abandoned (close is a crash): the lock is
+    // freed when the server expires the session, the old guard is told.
+    let crashed_at = Instant::now();
+    b.close().await.unwrap();
+    tokio::time::timeout(Duration::from_millis(100), new.lost()).await.expect("not told of loss");
+    let taken = loop {
+        if let Some(g) = a.acquire_lock("job", Duration::from_secs(5)).await.unwrap() {
+            break g;
+        }
+        assert!(
+            crashed_at.elapsed() < SESSION + Duration::from_secs(1),
+            "lock not freed within the session timeout + 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let freed = crashed_at.elapsed();
+    assert!(freed >= SESSION / 2, "freed after {freed:?}, before the session could expire");
+    assert!(taken.token() > new.token());
+    assert!(taken.release().await.unwrap());
+    println!(
+        "unrenewed lock taken over after {took:?} (TTL {ttl:?}); crashed holder's lock after \
+         {freed:?} (session {SESSION:?})"
+    );
+    a.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_and_a_fast_failover_with_a_higher_term() {
+    let root = unique_root();
+    let _cleanup = Cleanup(root.clone());
+    let clusters = nodes(&root, 3).await;
+    // For each node: the term it leads, or 0.
+    let leading: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 3]));
+    let events: Arc<Mutex<Vec<(usize, Leadership, Instant)>>> = Arc::default();
+    let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+    for (i, cluster) in clusters.iter().enumerate() {
+        let (leading, events, violations) = (leading.clone(), events.clone(), violations.clone());
+        cluster
+            .start_election(Arc::new(move |event| {
+                let mut leading = leading.lock().unwrap();
+                match event {
+                    Leadership::Elected { term } => {
+                        if leading.iter().any(|&t| t != 0) {
+                            violations
+                                .lock()
+                                .unwrap()
+                                .push(format!("two leaders: {leading:?}, {i} elected"));
+                        }
+                        leading[i] = term;
+                    }
+                    Leadership::Lost { term } => {
+                        if leading[i] != term {
+                            violations
+                                .lock()
+                                .unwrap()
+                                .push(format!("{i} lost {term}, led {}", leading[i]));
+                        }
+                        leading[i] = 0;
+                    }
+                }
+                events.lock().unwrap().push((i, event, Instant::now()));
+            }))
+            .await
+            .unwrap();
+    }
+    let leader_of = |leading: &Vec<u64>| leading.iter().position(|&t| t != 0);
+    assert!(
+        eventually(Duration::from_secs(2), || leader_of(&leading.lock().unwrap()).is_some()).await
+    );
+    // Leadership stays put while the session lives.
+    tokio::time::sleep(SESSION * 2).await;
+    let (first, term) = {
+        let leading = leading.lock().unwrap();
+        let i = leader_of(&leading).unwrap();
+        assert_eq!(leading.iter().filter(|&&t| t != 0).count(), 1);
+        (i, leading[i])
+    };
+    assert_eq!(events.lock().unwrap().len(), 1, "{:?}", events.lock().unwrap());
+    let statuses = clusters[0].nodes().await.unwrap();
+    assert!(statuses.is_empty(), "nobody registered: {statuses:?}");
+
+    // Close the leader without stepping down: its session has to expire.
+    let closed_at = Instant::now();
+    clusters[first].close().await.unwrap();
+    assert_eq!(leading.lock().unwrap()[first], 0, "the closed leader was not told");
+    assert!(
+        eventually(SESSION + Duration::from_secs(1), || {
+            leader_of(&leading.lock().unwrap()).is_some()
+        })
+        .await,
+        "no new leader within the session timeout + 1 s"
+    );
+    let failover = closed_at.elapsed();
+    let (second, new_term) = {
+        let leading = leading.lock().unwrap();
+        let i = leader_of(&leading).unwrap();
+        (i, leading[i])
+    };
+    assert_ne!(second, first);
+    assert!(new_term > term, "term {new_term} after {term}");
+
+    // A clean stop hands over at once.
+    let stopped_at = Instant::now();
+    clusters[second].stop_election().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || {
+            let leading = leading.lock().unwrap();
+            leader_of(&leading).is_some_and(|i| i != second && leading[i] > new_term)
+        })
+        .await,
+        "no handover after a clean stop"
+    );
+    let handover = stopped_at.elapsed();
+    assert!(violations.lock().unwrap().is_empty(), "{:?}", violations.lock().unwrap());
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+    println!(
+        "failover after close: {failover:?} (session {SESSION:?}); handover after stop: \
+         {handover:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_appear_go_offline_when_closed_and_are_forgotten() {
+    let root = unique_root();
+    let _cleanup = Cleanup(root.clone());
+    let clusters = nodes(&root, 3).await;
+    for (i, cluster) in clusters.iter().enumerate() {
+        let mut info = NodeInfo::new(format!("node-{i}"), "127.0.0.1", 7000 + i as u16);
+        info.metadata.insert("zone".into(), "a".into());
+        cluster.register(info).await.unwrap();
+    }
+    let seen = clusters[1].nodes().await.unwrap();
+    assert_eq!(
+        seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["node-0", "node-1", "node-2"]
+    );
+    assert!(seen.iter().all(|n| n.status == NodeStatus::Online), "{seen:?}");
+    assert_eq!(seen[2].port, 7002);
+    assert_eq!(seen[2].metadata["zone"], "a");
+
+    // The leader shows as leader.
+    clusters[0].start_election(Arc::new(|_| {})).await.unwrap();
+    let mut statuses = HashMap::new();
+    for _ in 0..100 {
+        statuses = clusters[1]
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.id, n.status))
+            .collect::<HashMap<_, _>>();
+        if statuses["node-0"] == NodeStatus::Leader {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(statuses["node-0"], NodeStatus::Leader);
+
+    // The others stay online; the closed one goes offline once its session
+    // expires, then disappears after forget_after.
+    let closed_at = Instant::now();
+    clusters[2].close().await.unwrap();
+    let mut offline_after = None;
+    while closed_at.elapsed() < SESSION + Duration::from_secs(2) {
+        let seen = clusters[1].nodes().await.unwrap();
+        let status: HashMap<_, _> = seen.iter().map(|n| (n.id.clone(), n.status)).collect();
+        assert_eq!(status["node-1"], NodeStatus::Online, "{seen:?}");
+        if status["node-2"] == NodeStatus::Offline {
+            offline_after = Some(closed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let offline_after = offline_after.expect("the closed node never went offline");
+    let forget = config(&root, "x").forget_after;
+    let mut forgotten = false;
+    while closed_at.elapsed() < forget + Duration::from_secs(2) {
+        let seen = clusters[1].nodes().await.unwrap();
+        if seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>() == ["node-0", "node-1"] {
+            forgotten = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(forgotten, "the closed node was never forgotten");
+    let forgotten_after = closed_at.elapsed();
+
+    // Restarted, it comes back.
+    let restarted = ZookeeperCluster::new(config(&root, "node-2")).await.unwrap();
+    restarted.register(NodeInfo::new("node-2", "127.0.0.1", 7002)).await.unwrap();
+    let seen = clusters[1].nodes().await.unwrap();
+    let status: HashMap<_, _> = seen.iter().map(|n| (n.id.as_str(), n.status)).collect();
+    assert_eq!(status.get("node-2"), Some(&NodeStatus::Online), "{seen:?}");
+    restarted.close().await.unwrap();
+
+    // Unregister takes a node out at once.
+    clusters[1].unregister("node-1").await.unwrap();
+    clusters[1].unregister("node-2").await.unwrap();
+    let seen = clusters[0].nodes().await.unwrap();
+    assert_eq!(seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["node-0"]);
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+    println!(
+        "offline {offline_after:?} after close (session {SESSION:?}), forgotten after \
+         {forgotten_after:?} (forget_after {forget:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_gets_every_message_in_order_per_sender() {
+    let root = unique_root();
+    let _cleanup = Cleanup(root.clone());
+    let clusters = nodes(&root, 3).await;
+    let inboxes: Vec<Arc<Mutex<Vec<ClusterMessage>>>> = (0..3).map(|_| Arc::default()).collect();
+    for (cluster, inbox) in clusters.iter().zip(&inboxes) {
+        let inbox = inbox.clone();
+        cluster.subscribe(Arc::new(move |msg| inbox.lock().unwrap().push(msg))).await.unwrap();
+    }
+    const PER_SENDER: usize = 100;
+    let start = Instant::now();
+    let mut senders = Vec::new();
+    for cluster in &clusters {
+        let cluster = cluster.clone();
+        senders.push(tokio::spawn(async move {
+            for seq in 0..PER_SENDER {
+                cluster
+                    .broadcast(ClusterMessage::new("seq", seq.to_string().into_bytes()))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let all = 3 * PER_SENDER;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            inboxes.iter().all(|inbox| inbox.lock().unwrap().len() >= all)
+        })
+        .await,
+        "lost messages: {:?}",
+        inboxes.iter().map(|i| i.lock().unwrap().len()).collect::<Vec<_>>()
+    );
+    let took = start.elapsed();
+    let first = inboxes[0].lock().unwrap().clone();
+    for inbox in &inboxes {
+        let inbox = inbox.lock().unwrap();
+        assert_eq!(inbox.len(), all);
+        // One total order, the same for every subscriber.
+        assert_eq!(*inbox, first);
+        let mut per_sender: HashMap<&str, Vec<usize>> = HashMap::new();
+        for msg in inbox.iter() {
+            assert_eq!(msg.kind, "seq");
+            let seq = std::str::from_utf8(&msg.data).unwrap().parse().unwrap();
+            per_sender.entry(msg.node_id.as_str()).or_default().push(seq);
+        }
+        assert_eq!(per_sender.len(), 3, "{:?}", per_sender.keys());
+        for seqs in per_sender.values() {
+            assert_eq!(*seqs, (0..PER_SENDER).collect::<Vec<_>>());
+        }
+    }
+    println!("{all} messages to 3 subscribers in {took:?}");
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}
+
+fn invalid_field(err: &Error) -> &str {
+    match err {
+        Error::InvalidInput { what, .. } => what,
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_clearly_and_fast() {
+    let root = unique_root();
+    let _cleanup = Cleanup(root.clone());
+    let err = ZookeeperCluster::new(config(&root, "")).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "node_id", "{err}");
+    let err = ZookeeperCluster::new(ZookeeperClusterConfig {
+        session_timeout: Duration::ZERO,
+        ..config(&root, "n")
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(invalid_field(&err), "session_timeout", "{err}");
+    let err =
+        ZookeeperCluster::new(ZookeeperClusterConfig { servers: vec![], ..config(&root, "n") })
+            .await
+            .unwrap_err();
+    assert_eq!(invalid_field(&err), "servers", "{err}");
+    for bad in ["relative", "/trailing/", ""] {
+        let err = ZookeeperCluster::new(ZookeeperClusterConfig {
+            root: bad.into(),
+            ..config(&root, "n")
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(invalid_field(&err), "root", "{err}");
+    }
+    let err = ZookeeperCluster::new(ZookeeperClusterConfig {
+        forget_after: Duration::from_millis(10),
+        ..config(&root, "n")
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(invalid_field(&err), "forget_after", "{err}");
+
+    let cluster = ZookeeperCluster::new(config(&root, "n")).await.unwrap();
+    let err = cluster.acquire_lock("", Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "key", "{err}");
+    let err = cluster.acquire_lock("k", Duration::ZERO).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "ttl", "{err}");
+    let err = cluster.release_lock("").await.unwrap_err();
+    assert_eq!(invalid_field(&err), "key", "{err}");
+    let guard = cluster.acquire_lock("k", Duration::from_secs(1)).await.unwrap().unwrap();
+    let err = guard.renew(Duration::ZERO).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "ttl", "{err}");
+    // Keys with slashes and dots are one lock each.
+    let slashed = cluster.acquire_lock("a/b", Duration::from_secs(1)).await.unwrap().unwrap();
+    let dotted = cluster.acquire_lock("..", Duration::from_secs(1)).await.unwrap().unwrap();
+    assert!(slashed.release().await.unwrap() && dotted.release().await.unwrap());
+    let err = cluster.register(NodeInfo::new("", "h", 1)).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "node_id", "{err}");
+    cluster.close().await.unwrap();
+    let err = cluster.acquire_lock("k", Duration::from_secs(1)).await.unwrap_err();
+    assert!(err.to_string().contains("closed"), "{err}");
+
+    // Refused at once: nothing listens on port 1.
+    let start = Instant::now();
+    let err = ZookeeperCluster::new(ZookeeperClusterConfig {
+        servers: vec!["127.0.0.1:1".into()],
+        ..config(&root, "n")
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+
+    // Unanswered (a blackholed address): bounded by the connect timeout.
+    let start = Instant::now();
+    let timeout = Duration::from_millis(500);
+    let err = ZookeeperCluster::new(ZookeeperClusterConfig {
+        servers: vec!["10.255.255.1:2181".into()],
+        connect_timeout: timeout,
+        ..config(&root, "n")
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("10.255.255.1:2181"), "{err}");
+    assert!(start.elapsed() < timeout + Duration::from_millis(500), "{:?}", start.elapsed());
+}
+
+/// A TCP proxy to the test server that can drop every connection it carries.
+struct Proxy {
+    port: u16,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+    /// While set, connections are closed as soon as they are accepted.
+    refusing: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Copies from `from` to `to` until `from` closes or either fails.
+async fn pump(from: &tokio::net::TcpStream, to: &tokio::net::TcpStream) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut sent = 0;
+        while sent < n {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buf[sent..n]) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let generation = Arc::new(tokio::sync::watch::channel(0u64).0);
+        let sender = generation.clone();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let refuse = refusing.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut dropped = sender.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(addr()).await else { return };
+                    tokio::select! {
+                        _ = pump(&client, &server) => {}
+                        _ = pump(&server, &client) => {}
+                        _ = dropped.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, generation, refusing, task }
+    }
+
+    /// Closes every connection open through the proxy.
+    fn drop_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Closes every connection and refuses new ones (`true`), or lets them
+    /// through again (`false`).
+    fn blackout(&self, on: bool) {
+        self.refusing.store(on, Ordering::SeqCst);
+        if on {
+            self.drop_all();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.drop_all();
+    }
+}
+
+/// A lock holder's window: from the grant's reply to the last moment it
+/// still saw its guard as held.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    token: u64,
+    #[allow(dead_code)] // shown in failure messages
+    node: usize,
+    start: Instant,
+    end: Instant,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_stay_exclusive_and_everything_recovers_when_connections_drop() {
+    let proxy = Proxy::start().await;
+    let root = unique_root();
+    let _cleanup = Cleanup(root.clone());
+    let mut clusters = Vec::new();
+    for i in 0..3 {
+        let config = ZookeeperClusterConfig {
+            servers: vec![format!("127.0.0.1:{}", proxy.port)],
+            ..config(&root, &format!("node-{i}"))
+        };
+        clusters.push(Arc::new(ZookeeperCluster::new(config).await.unwrap()));
+    }
+    let leading: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 3]));
+    let inboxes: Vec<Arc<Mutex<Vec<ClusterMessage>>>> = (0..3).map(|_| Arc::default()).collect();
+    for (i, cluster) in clusters.iter().enumerate() {
+        cluster.register(NodeInfo::new(format!("node-{i}"), "127.0.0.1", 7000)).await.unwrap();
+        let leading = leading.clone();
+        cluster
+            .start_election(Arc::new(move |event| match event {
+                Leadership::Elected { term } => leading.lock().unwrap()[i] = term,
+                Leadership::Lost { .. } => leading.lock().unwrap()[i] = 0,
+            }))
+            .await
+            .unwrap();
+        let inbox = inboxes[i].clone();
+        cluster.subscribe(Arc::new(move |msg| inbox.lock().unwrap().push(msg))).await.unwrap();
+    }
+
+    // Three seconds of contention on one lock while every connection is
+    // dropped every 250 ms (the sessions survive: they reconnect at once).
+    let chaos = Duration::from_secs(3);
+    let start = Instant::now();
+    let windows: Arc<Mutex<Vec<Window>>> = Arc::default();
+    let mut workers = Vec::new();
+    for (node, cluster) in clusters.iter().enumerate() {
+        for _ in 0..2 {
+            let (cluster, windows) = (cluster.clone(), windows.clone());
+            workers.push(tokio::spawn(async move {
+                let ttl = Duration::from_millis(300);
+                while start.elapsed() < chaos {
+                    let guard = match cluster.acquire_lock("job", ttl).await {
+                        Ok(Some(guard)) => guard,
+                        Ok(None) | Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            continue;
+                        }
+                    };
+                    let granted = Instant::now();
+                    let mut end = granted;
+                    let steps = if guard.token() % 3 == 0 { 4 } else { 1 };
+                    for _ in 0..steps {
+                        tokio::time::sleep(Duration::from_millis(guard.token() % 20 + 30)).await;
+                        let now = Instant::now();
+                        if guard.is_lost() {
+                            break;
+                        }
+                        end = now;
+                        if guard.renew(ttl).await.is_err() {
+                            break;
+                        }
+                    }
+                    if end > granted {
+                        let token = guard.token();
+                        windows.lock().unwrap().push(Window { token, node, start: granted, end });
+                    }
+                    let _ = guard.release().await;
+                }
+            }));
+        }
+    }
+    let mut drops = 0;
+    while start.elapsed() < chaos {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        proxy.drop_all();
+        drops += 1;
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let mut windows = windows.lock().unwrap().clone();
+    windows.sort_by_key(|w| w.token);
+    // Every drop marks the guards lost (the connection is gone), so grants
+    // are fewer than on Redis; exclusivity is what this checks.
+    assert!(windows.len() >= 5, "only {} grants", windows.len());
+    for pair in windows.windows(2) {
+        assert!(pair[1].token > pair[0].token, "token granted twice: {pair:?}");
+        assert!(pair[1].start >= pair[0].end, "two holders at once: {pair:?}");
+    }
+
+    // Afterwards: registered, one leader, broadcasts delivered.
+    let recovery = Instant::now();
+    let mut registered = false;
+    while recovery.elapsed() < Duration::from_secs(3) {
+        let online = clusters[0]
+            .nodes()
+            .await
+            .map(|nodes| nodes.iter().filter(|n| n.status != NodeStatus::Offline).count());
+        if online.is_ok_and(|n| n == 3) {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(registered, "nodes not all online after the drops");
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            leading.lock().unwrap().iter().filter(|&&t| t != 0).count() == 1
+        })
+        .await,
+        "not exactly one leader: {:?}",
+        leading.lock().unwrap()
+    );
+    let mut delivered = false;
+    while recovery.elapsed() < Duration::from_secs(6) {
+        let _ = clusters[1].broadcast(ClusterMessage::new("after-drops", Vec::new())).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if inboxes.iter().all(|inbox| inbox.lock().unwrap().iter().any(|m| m.kind == "after-drops"))
+        {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "broadcast not delivered after the drops");
+    let recovered = recovery.elapsed();
+
+    // A blackout longer than the session timeout: the sessions expire, each
+    // handle connects a new one, registers again, runs for leadership again
+    // and goes on delivering broadcasts.
+    proxy.blackout(true);
+    tokio::time::sleep(SESSION * 2 + Duration::from_millis(500)).await;
+    proxy.blackout(false);
+    let back = Instant::now();
+    let mut registered = false;
+    while back.elapsed() < Duration::from_secs(6) {
+        let online = clusters[0]
+            .nodes()
+            .await
+            .map(|nodes| nodes.iter().filter(|n| n.status != NodeStatus::Offline).count());
+        if online.is_ok_and(|n| n == 3) {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(registered, "nodes not all online after the sessions expired");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            leading.lock().unwrap().iter().filter(|&&t| t != 0).count() == 1
+        })
+        .await,
+        "not exactly one leader after the sessions expired: {:?}",
+        leading.lock().unwrap()
+    );
+    let mut delivered = false;
+    while back.elapsed() < Duration::from_secs(10) {
+        let _ = clusters[2].broadcast(ClusterMessage::new("after-expiry", Vec::new())).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if inboxes
+            .iter()
+            .all(|inbox| inbox.lock().unwrap().iter().any(|m| m.kind == "after-expiry"))
+        {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "broadcast not delivered after the sessions expired");
+    let guard = clusters[1].acquire_lock("job", Duration::from_secs(1)).await.unwrap();
+    assert!(guard.is_some(), "the lock is still held by an expired session");
+    println!(
+        "{} exclusive grants across {drops} connection drops; recovered in {recovered:?}; \
+         recovered from expired sessions in {:?}",
+        windows.len(),
+        back.elapsed()
+    );
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}
+
+/// A private ZooKeeper (standalone, `tickTime=500`) on a free port, with a
+/// data directory that survives restarts; killed on drop.
+struct PrivateServer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateServer {
+    /// `None` if there is no ZooKeeper (Debian's `libzookeeper-java`) to run.
+    fn start() -> Option<PrivateServer> {
+        let java = std::path::Path::new("/usr/share/java");
+        if !java.join("zookeeper.jar").exists() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let dir = std::env::temp_dir().join(format!("rota-zk-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data")).ok()?;
+        let cfg = format!(
+            "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+             admin.enableServer=false\n4lw.commands.whitelist=srvr\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("zoo.cfg"), cfg).ok()?;
+        let mut server = PrivateServer { port, dir, child: None };
+        server.spawn().then_some(server)
+    }
+
+    fn spawn(&mut self) -> bool {
+        let java = std::path::Path::new("/usr/share/java");
+        let mut classpath = java.join("zookeeper.jar").display().to_string();
+        for jar in ["zookeeper-jute.jar", "slf4j-api.jar", "slf4j-simple.jar"] {
+            if java.join(jar).exists() {
+                classpath.push(':');
+                classpath.push_str(&java.join(jar).display().to_string());
+            }
+        }
+        let child = std::process::Command::new("java")
+            .args(["-Xmx128m", "-XX:+UseSerialGC", "-cp", &classpath])
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(self.dir.join("zoo.cfg"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.ready() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn ready(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut answer = String::new();
+        s.write_all(b"srvr").is_ok()
+            && s.read_to_string(&mut answer).is_ok()
+            && answer.contains("Mode: standalone")
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_recovers_after_the_server_restarts() {
+    let Some(mut server) = PrivateServer::start() else {
+        println!("skipped: no ZooKeeper to start");
+        return;
+    };
+    let root = unique_root();
+    let mut clusters = Vec::new();
+    for i in 0..3 {
+        let config = ZookeeperClusterConfig {
+            servers: vec![format!("127.0.0.1:{}", server.port)],
+            ..config(&root, &format!("node-{i}"))
+        };
+        clusters.push(Arc::new(ZookeeperCluster::new(config).await.unwrap()));
+    }
+    let terms: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let leading: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 3]));
+    let inboxes: Vec<Arc<Mutex<Vec<ClusterMessage>>>> = (0..3).map(|_| Arc::default()).collect();
+    for (i, cluster) in clusters.iter().enumerate() {
+        cluster.register(NodeInfo::new(format!("node-{i}"), "127.0.0.1", 7000)).await.unwrap();
+        let (terms, leading) = (terms.clone(), leading.clone());
+        cluster
+            .start_election(Arc::new(move |event| match event {
+                Leadership::Elected { term } => {
+                    terms.lock().unwrap().push(term);
+                    leading.lock().unwrap()[i] = term;
+                }
+                Leadership::Lost { .. } => leading.lock().unwrap()[i] = 0,
+            }))
+            .await
+            .unwrap();
+        let inbox = inboxes[i].clone();
+        cluster.subscribe(Arc::new(move |msg| inbox.lock().unwrap().push(msg))).await.unwrap();
+    }
+    assert!(eventually(Duration::from_secs(2), || !terms.lock().unwrap().is_empty()).await);
+    let first_term = terms.lock().unwrap()[0];
+    let old = clusters[0].acquire_lock("job", Duration::from_secs(30)).await.unwrap().unwrap();
+
+    // Restart the server (it keeps its data).
+    let restart = Instant::now();
+    server.kill();
+    // The holder is told at once: the connection is gone.
+    tokio::time::timeout(Duration::from_secs(2), old.lost()).await.expect("old guard not told");
+    assert!(server.spawn(), "zookeeper did not restart");
+    let restarted_in = restart.elapsed();
+
+    // Registered again, one leader with a new term, the lock free again and
+    // granted with a larger token, subscribers delivering again.
+    let mut registered = false;
+    while restart.elapsed() < restarted_in + Duration::from_secs(8) {
+        let online = clusters[1]
+            .nodes()
+            .await
+            .map(|nodes| nodes.iter().filter(|n| n.status != NodeStatus::Offline).count());
+        if online.is_ok_and(|n| n == 3) {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(registered, "nodes not registered again after the restart");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let leading = leading.lock().unwrap();
+            leading.iter().filter(|&&t| t != 0).count() == 1
+                && leading.iter().any(|&t| t > first_term)
+        })
+        .await,
+        "no single new leader after the restart: {:?}",
+        leading.lock().unwrap()
+    );
+    let mut new = None;
+    while restart.elapsed() < restarted_in + Duration::from_secs(8) {
+        if let Ok(Some(guard)) = clusters[1].acquire_lock("job", Duration::from_secs(1)).await {
+            new = Some(guard);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new = new.expect("the lock was never free again");
+    assert!(new.token() > old.token(), "token {} after {}", new.token(), old.token());
+    let mut delivered = false;
+    while restart.elapsed() < restarted_in + Duration::from_secs(10) {
+        let _ = clusters[2].broadcast(ClusterMessage::new("after-restart", Vec::new())).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if inboxes
+            .iter()
+            .all(|inbox| inbox.lock().unwrap().iter().any(|m| m.kind == "after-restart"))
+        {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "broadcast not delivered after the restart");
+    println!(
+        "server back after {restarted_in:?}; everything recovered {:?} after the kill",
+        restart.elapsed()
+    );
+    for cluster in &clusters {
+        cluster.close().await.unwrap();
+    }
+}
