@@ -1,10 +1,11 @@
 //! The Consul cluster backend against the in-repo fake Consul
 //! (`support/consul_fake.rs`), **not against a real Consul** (none can be
-//! installed here): mutual exclusion with fencing tokens, lock expiry (a guard
-//! not renewed, and a session that stops being renewed), leader election and
-//! failover, the node registry, broadcast order, bad input, every connection
-//! dropped by a TCP proxy while nodes contend for a lock; and a test of the
-//! fake itself (lock-delay, session expiry, blocking queries).
+//! installed here): the shared cluster conformance suite
+//! (`support/cluster_conformance.rs`: mutual exclusion with fencing tokens,
+//! lock expiry, leader election and failover, the node registry, broadcast
+//! order, bad input), then Consul's own tests: a session that stops being
+//! renewed, config validation, every connection dropped by a TCP proxy while
+//! nodes contend for a lock; and a test of the fake itself (lock-delay, session expiry, blocking queries).
 //!
 //! Not covered here: a server restart (the fake keeps no data; a real Consul
 //! keeps its Raft log, and its sessions survive a restart).
@@ -12,28 +13,24 @@
 //! Each test starts its own fake on `127.0.0.1:0`. The fake's test knob
 //! `min_session_ttl` allows sub-second session TTLs (Consul's minimum is
 //! 10 s), so timings are short: session TTL 500 ms (expiry after 2 × TTL, the
-//! documented bound), lock-delay 200 ms; the whole file runs in about 8 s.
+//! documented bound), lock-delay 200 ms; the whole file runs in about 9 s.
 //!
 //! Run it alone with
 //! `cargo test -p rota --features cluster-consul --test cluster_consul`.
 #![cfg(feature = "cluster-consul")]
 
-/// The fake (also reachable as `support::consul_fake`; included on its own
-/// here so this file does not pull in the store conformance suite).
-#[allow(dead_code)]
-#[path = "support/consul_fake.rs"]
-mod consul_fake;
+mod support;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use support::cluster_conformance::{eventually, invalid_field, Fixture, Params};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use consul_fake::{FakeConsul, FakeOptions};
 use rota::cluster::{
     Cluster, ClusterMessage, ConsulCluster, ConsulClusterConfig, Leadership, NodeInfo, NodeStatus,
 };
-use rota::{Error, ErrorKind};
+use rota::ErrorKind;
+use support::consul_fake::{FakeConsul, FakeOptions};
 
 const TTL: Duration = Duration::from_millis(500);
 const LOCK_DELAY: Duration = Duration::from_millis(200);
@@ -66,106 +63,22 @@ async fn nodes(fake: &FakeConsul, n: usize) -> Vec<Arc<ConsulCluster>> {
     out
 }
 
-/// Polls `cond` every 10 ms until it holds or `within` has passed.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() > within {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+cluster_conformance!(
+    conformance,
+    || async {
+        let ns = fake().await;
+        Fixture::new((), move |node| ConsulCluster::new(config(&ns, &node)))
+    },
+    Params {
+        attempts_per_node: 1000,
+        lock_ttl: Duration::from_millis(300),
+        expiry_slack: Duration::from_millis(500),
+        election_settle: TTL * 3,
+        failover_bound: TTL + LOCK_DELAY + Duration::from_secs(1),
+        offline_within: 2 * TTL + Duration::from_secs(1),
+        forgotten_within: Duration::from_secs(4),
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locks_are_mutually_exclusive_with_growing_fencing_tokens() {
-    let fake = fake().await;
-    let clusters = nodes(&fake, 3).await;
-    let holder = Arc::new(AtomicBool::new(false));
-    let last_token = Arc::new(AtomicU64::new(0));
-    let grants = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for cluster in &clusters {
-        for _ in 0..4 {
-            let (cluster, holder, last_token, grants) =
-                (cluster.clone(), holder.clone(), last_token.clone(), grants.clone());
-            tasks.push(tokio::spawn(async move {
-                for _ in 0..25 {
-                    let guard = cluster.acquire_lock("job", Duration::from_secs(5)).await.unwrap();
-                    let Some(guard) = guard else {
-                        tokio::task::yield_now().await;
-                        continue;
-                    };
-                    assert!(!holder.swap(true, Ordering::SeqCst), "two holders at once");
-                    let previous = last_token.swap(guard.token(), Ordering::SeqCst);
-                    assert!(guard.token() > previous, "token {} after {previous}", guard.token());
-                    grants.fetch_add(1, Ordering::SeqCst);
-                    tokio::task::yield_now().await;
-                    assert!(!guard.is_lost());
-                    holder.store(false, Ordering::SeqCst);
-                    assert!(guard.release().await.unwrap(), "the holder's release freed nothing");
-                }
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let grants = grants.load(Ordering::SeqCst);
-    assert!(grants >= 20, "only {grants} of 300 attempts got the lock");
-    println!("{grants} of 300 attempts got the lock");
-    for cluster in &clusters {
-        cluster.close().await.unwrap();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guard_not_renewed_is_released_at_its_ttl() {
-    let fake = fake().await;
-    let clusters = nodes(&fake, 2).await;
-    let (a, b) = (&clusters[0], &clusters[1]);
-    let ttl = Duration::from_millis(300);
-
-    // Renewed, a lock outlives its TTL.
-    let guard = a.acquire_lock("renewed", ttl).await.unwrap().unwrap();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        guard.renew(ttl).await.unwrap();
-    }
-    assert!(!guard.is_lost());
-    assert!(b.acquire_lock("renewed", ttl).await.unwrap().is_none());
-    a.release_lock("renewed").await.unwrap();
-    assert!(b.acquire_lock("renewed", ttl).await.unwrap().is_some());
-
-    // Not renewed, the handle releases it at its TTL; B gets it, A is told.
-    let start = Instant::now();
-    let old = a.acquire_lock("job", ttl).await.unwrap().unwrap();
-    assert!(b.acquire_lock("job", ttl).await.unwrap().is_none());
-    let new = loop {
-        if let Some(g) = b.acquire_lock("job", Duration::from_secs(5)).await.unwrap() {
-            break g;
-        }
-        assert!(start.elapsed() < ttl + Duration::from_millis(500), "lock never expired");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let took = start.elapsed();
-    assert!(took >= ttl - Duration::from_millis(50), "taken after {took:?}, TTL {ttl:?}");
-    assert!(new.token() > old.token());
-    assert!(old.is_lost());
-    assert_eq!(old.renew(ttl).await.unwrap_err().kind(), ErrorKind::Backend);
-    a.release_lock("job").await.unwrap();
-    assert!(!old.release().await.unwrap());
-    new.renew(Duration::from_secs(5)).await.unwrap();
-    assert!(a.acquire_lock("job", ttl).await.unwrap().is_none());
-    assert!(new.release().await.unwrap());
-    println!("unrenewed lock taken over after {took:?} (TTL {ttl:?})");
-    for cluster in &clusters {
-        cluster.close().await.unwrap();
-    }
-}
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_frees_the_lock_after_the_lock_delay() {
@@ -220,238 +133,7 @@ async fn an_expired_session_frees_the_lock_after_the_lock_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_leader_and_a_failover_with_a_higher_term() {
-    let fake = fake().await;
-    let clusters = nodes(&fake, 3).await;
-    let leading: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 3]));
-    let violations: Arc<Mutex<Vec<String>>> = Arc::default();
-    let events = Arc::new(AtomicUsize::new(0));
-    for (i, cluster) in clusters.iter().enumerate() {
-        let (leading, violations, events) = (leading.clone(), violations.clone(), events.clone());
-        cluster
-            .start_election(Arc::new(move |event| {
-                let mut leading = leading.lock().unwrap();
-                events.fetch_add(1, Ordering::SeqCst);
-                match event {
-                    Leadership::Elected { term } => {
-                        if leading.iter().any(|&t| t != 0) {
-                            violations.lock().unwrap().push(format!("two leaders: {leading:?}"));
-                        }
-                        leading[i] = term;
-                    }
-                    Leadership::Lost { term } => {
-                        if leading[i] != term {
-                            violations.lock().unwrap().push(format!("{i} lost {term}"));
-                        }
-                        leading[i] = 0;
-                    }
-                }
-            }))
-            .await
-            .unwrap();
-    }
-    let leader_of = |leading: &Vec<u64>| leading.iter().position(|&t| t != 0);
-    assert!(
-        eventually(Duration::from_secs(2), || leader_of(&leading.lock().unwrap()).is_some()).await
-    );
-    // Leadership stays put while the session is renewed.
-    tokio::time::sleep(TTL * 3).await;
-    let (first, term) = {
-        let leading = leading.lock().unwrap();
-        let i = leader_of(&leading).unwrap();
-        assert_eq!(leading.iter().filter(|&&t| t != 0).count(), 1);
-        (i, leading[i])
-    };
-    assert_eq!(events.load(Ordering::SeqCst), 1);
-
-    // Close the leader (no clean stop): its session expires, then the
-    // lock-delay runs out.
-    let closed_at = Instant::now();
-    clusters[first].close().await.unwrap();
-    assert_eq!(leading.lock().unwrap()[first], 0, "the closed leader was not told");
-    let bound = TTL + LOCK_DELAY + Duration::from_secs(1);
-    assert!(
-        eventually(bound, || leader_of(&leading.lock().unwrap()).is_some()).await,
-        "no new leader within TTL + lock-delay + 1 s"
-    );
-    let failover = closed_at.elapsed();
-    let (second, new_term) = {
-        let leading = leading.lock().unwrap();
-        let i = leader_of(&leading).unwrap();
-        (i, leading[i])
-    };
-    assert_ne!(second, first);
-    assert!(new_term > term, "term {new_term} after {term}");
-
-    // A clean stop hands over at once (release: no lock-delay).
-    let stopped_at = Instant::now();
-    clusters[second].stop_election().await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(1), || {
-            let leading = leading.lock().unwrap();
-            leader_of(&leading).is_some_and(|i| i != second && leading[i] > new_term)
-        })
-        .await,
-        "no handover after a clean stop"
-    );
-    let handover = stopped_at.elapsed();
-    assert!(violations.lock().unwrap().is_empty(), "{:?}", violations.lock().unwrap());
-    for cluster in &clusters {
-        cluster.close().await.unwrap();
-    }
-    println!("failover after close: {failover:?} (TTL {TTL:?}, lock-delay {LOCK_DELAY:?}); handover after stop: {handover:?}");
-}
-
-fn statuses(nodes: &[NodeInfo]) -> HashMap<String, NodeStatus> {
-    nodes.iter().map(|n| (n.id.clone(), n.status)).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_appear_go_offline_when_closed_and_are_forgotten() {
-    let fake = fake().await;
-    let clusters = nodes(&fake, 3).await;
-    for (i, cluster) in clusters.iter().enumerate() {
-        let mut info = NodeInfo::new(format!("node-{i}"), "127.0.0.1", 7000 + i as u16);
-        info.metadata.insert("zone".into(), "a".into());
-        cluster.register(info).await.unwrap();
-    }
-    let seen = clusters[1].nodes().await.unwrap();
-    assert_eq!(
-        seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
-        ["node-0", "node-1", "node-2"]
-    );
-    assert!(seen.iter().all(|n| n.status == NodeStatus::Online), "{seen:?}");
-    assert_eq!(seen[2].port, 7002);
-    assert_eq!(seen[2].metadata["zone"], "a");
-
-    clusters[0].start_election(Arc::new(|_| {})).await.unwrap();
-    let mut leader = false;
-    for _ in 0..100 {
-        if statuses(&clusters[1].nodes().await.unwrap())["node-0"] == NodeStatus::Leader {
-            leader = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(leader, "node-0 never shown as leader");
-
-    // Closed, node-2 goes offline once its session expires (2 × TTL).
-    let closed_at = Instant::now();
-    clusters[2].close().await.unwrap();
-    let mut offline_after = None;
-    while closed_at.elapsed() < 2 * TTL + Duration::from_secs(1) {
-        let s = statuses(&clusters[1].nodes().await.unwrap());
-        if s["node-2"] == NodeStatus::Offline {
-            assert_eq!(s["node-1"], NodeStatus::Online, "{s:?}");
-            offline_after = Some(closed_at.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let offline_after = offline_after.expect("node-2 never offline");
-    // Forgotten after forget_after (2 s) since its last heartbeat.
-    let mut forgotten = false;
-    while closed_at.elapsed() < Duration::from_secs(4) {
-        let ids: Vec<String> =
-            clusters[1].nodes().await.unwrap().into_iter().map(|n| n.id).collect();
-        if ids == ["node-0", "node-1"] {
-            forgotten = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(forgotten, "node-2 never forgotten");
-
-    // Restarted, it comes back (online once the old session's lock-delay
-    // on its registry key is over).
-    let restarted = ConsulCluster::new(config(&fake, "node-2")).await.unwrap();
-    restarted.register(NodeInfo::new("node-2", "127.0.0.1", 7002)).await.unwrap();
-    let mut back = false;
-    for _ in 0..100 {
-        if statuses(&clusters[1].nodes().await.unwrap()).get("node-2") == Some(&NodeStatus::Online)
-        {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(back, "restarted node-2 not online");
-    restarted.close().await.unwrap();
-
-    clusters[1].unregister("node-1").await.unwrap();
-    clusters[1].unregister("node-2").await.unwrap();
-    let seen = clusters[0].nodes().await.unwrap();
-    assert_eq!(seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["node-0"]);
-    for cluster in &clusters {
-        cluster.close().await.unwrap();
-    }
-    println!("closed node offline after {offline_after:?} (session TTL {TTL:?})");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_subscriber_gets_every_message_in_order_per_sender() {
-    let fake = fake().await;
-    let clusters = nodes(&fake, 3).await;
-    let inboxes: Vec<Arc<Mutex<Vec<ClusterMessage>>>> = (0..3).map(|_| Arc::default()).collect();
-    for (cluster, inbox) in clusters.iter().zip(&inboxes) {
-        let inbox = inbox.clone();
-        cluster.subscribe(Arc::new(move |msg| inbox.lock().unwrap().push(msg))).await.unwrap();
-    }
-    const PER_SENDER: usize = 100;
-    let start = Instant::now();
-    let mut senders = Vec::new();
-    for cluster in &clusters {
-        let cluster = cluster.clone();
-        senders.push(tokio::spawn(async move {
-            for seq in 0..PER_SENDER {
-                cluster
-                    .broadcast(ClusterMessage::new("seq", seq.to_string().into_bytes()))
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await.unwrap();
-    }
-    let all = 3 * PER_SENDER;
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            inboxes.iter().all(|inbox| inbox.lock().unwrap().len() >= all)
-        })
-        .await,
-        "lost messages: {:?}",
-        inboxes.iter().map(|i| i.lock().unwrap().len()).collect::<Vec<_>>()
-    );
-    let took = start.elapsed();
-    for inbox in &inboxes {
-        let inbox = inbox.lock().unwrap();
-        assert_eq!(inbox.len(), all);
-        let mut per_sender: HashMap<&str, Vec<usize>> = HashMap::new();
-        for msg in inbox.iter() {
-            let seq = std::str::from_utf8(&msg.data).unwrap().parse().unwrap();
-            per_sender.entry(msg.node_id.as_str()).or_default().push(seq);
-        }
-        assert_eq!(per_sender.len(), 3, "{:?}", per_sender.keys());
-        for seqs in per_sender.values() {
-            assert_eq!(*seqs, (0..PER_SENDER).collect::<Vec<_>>());
-        }
-    }
-    for cluster in &clusters {
-        cluster.close().await.unwrap();
-    }
-    println!("{all} messages to 3 subscribers in {took:?}");
-}
-
-fn invalid_field(err: &Error) -> &str {
-    match err {
-        Error::InvalidInput { what, .. } => what,
-        other => panic!("expected InvalidInput, got {other:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_fails_clearly_and_fast() {
+async fn bad_config_fails_clearly_and_fast() {
     let fake = fake().await;
     let err = ConsulCluster::new(config(&fake, "")).await.unwrap_err();
     assert_eq!(invalid_field(&err), "node_id", "{err}");
@@ -479,22 +161,6 @@ async fn bad_input_fails_clearly_and_fast() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("Invalid Session TTL"), "{err}");
-
-    let cluster = ConsulCluster::new(config(&fake, "n")).await.unwrap();
-    let err = cluster.acquire_lock("", Duration::from_secs(1)).await.unwrap_err();
-    assert_eq!(invalid_field(&err), "key", "{err}");
-    let err = cluster.acquire_lock("k", Duration::ZERO).await.unwrap_err();
-    assert_eq!(invalid_field(&err), "ttl", "{err}");
-    let err = cluster.release_lock("").await.unwrap_err();
-    assert_eq!(invalid_field(&err), "key", "{err}");
-    let guard = cluster.acquire_lock("k", Duration::from_secs(1)).await.unwrap().unwrap();
-    let err = guard.renew(Duration::ZERO).await.unwrap_err();
-    assert_eq!(invalid_field(&err), "ttl", "{err}");
-    let err = cluster.register(NodeInfo::new("", "h", 1)).await.unwrap_err();
-    assert_eq!(invalid_field(&err), "node_id", "{err}");
-    cluster.close().await.unwrap();
-    let err = cluster.acquire_lock("k", Duration::from_secs(1)).await.unwrap_err();
-    assert!(err.to_string().contains("closed"), "{err}");
 
     // A token the server does not accept.
     let secured = FakeConsul::start(FakeOptions {
