@@ -10,9 +10,11 @@
 //! cargo run --release -p rota-bench -- fire --lib rota --n 100000 --secs 10
 //! cargo run --release -p rota-bench -- idle --lib tcs --n 100000 --secs 10
 //! cargo run --release -p rota-bench -- stores
+//! cargo run --release -p rota-bench -- cluster
 //! ```
 //!
-//! `stores` measures rota's stores instead (see `stores.rs`).
+//! `stores` measures rota's stores instead (see `stores.rs`), `cluster` its
+//! cluster backends (see `cluster.rs`).
 //!
 //! Lateness is the start of the task's body minus its scheduled instant. rota
 //! hands the scheduled instant to the handler (`ctx.scheduled_at()`); the
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+mod cluster;
 mod stores;
 
 /// Benchmarks rota against tokio-cron-scheduler and job_scheduler_ng.
@@ -87,6 +90,10 @@ enum Command {
     /// PostgreSQL, Redis), and the startup time of a scheduler over 100,000
     /// stored tasks. Prints markdown.
     Stores(stores::StoresArgs),
+    /// Locks per second (one node, three contending), election failover and
+    /// broadcast latency of each rota cluster backend (Redis, etcd,
+    /// ZooKeeper, and the in-repo fake of Consul). Prints markdown.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// The library under test.
@@ -636,6 +643,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Stores(args) => return stores::stores(args),
+        Command::Cluster(args) => return cluster::cluster(args),
     };
     match result {
         Ok(v) => {
