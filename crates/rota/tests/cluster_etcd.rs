@@ -21,6 +21,7 @@
 mod support;
 
 use support::cluster_conformance::{eventually, invalid_field, Fixture, Params};
+use support::tcp_proxy::Proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -306,77 +307,6 @@ async fn everything_recovers_after_the_server_restarts() {
     }
 }
 
-/// A TCP proxy to the test server that can drop every connection it carries.
-struct Proxy {
-    port: u16,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Copies from `from` to `to` until `from` closes or either fails.
-async fn pump(from: &tokio::net::TcpStream, to: &tokio::net::TcpStream) {
-    let mut buf = vec![0; 16 * 1024];
-    loop {
-        if from.readable().await.is_err() {
-            return;
-        }
-        let n = match from.try_read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        };
-        let mut sent = 0;
-        while sent < n {
-            if to.writable().await.is_err() {
-                return;
-            }
-            match to.try_write(&buf[sent..n]) {
-                Ok(k) => sent += k,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-impl Proxy {
-    async fn start() -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let generation = Arc::new(tokio::sync::watch::channel(0u64).0);
-        let sender = generation.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let mut dropped = sender.subscribe();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(endpoint()).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = pump(&client, &server) => {}
-                        _ = pump(&server, &client) => {}
-                        _ = dropped.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, generation, task }
-    }
-
-    /// Closes every connection open through the proxy.
-    fn drop_all(&self) {
-        self.generation.send_modify(|g| *g += 1);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.drop_all();
-    }
-}
-
 /// A lock holder's valid window: from the grant's reply to the moment it
 /// stopped using the lock or its lease ran out, whichever came first.
 #[derive(Debug, Clone, Copy)]
@@ -390,7 +320,7 @@ struct Window {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_stay_exclusive_and_everything_recovers_when_connections_drop() {
-    let proxy = Proxy::start().await;
+    let proxy = Proxy::start(endpoint()).await;
     let prefix = unique_prefix();
     let _cleanup = Cleanup(prefix.clone());
     let mut clusters = Vec::new();

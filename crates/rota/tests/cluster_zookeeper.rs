@@ -20,8 +20,9 @@
 mod support;
 
 use support::cluster_conformance::{eventually, invalid_field, Fixture, Params};
+use support::tcp_proxy::Proxy;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -224,91 +225,6 @@ async fn bad_config_fails_clearly_and_fast() {
     assert!(start.elapsed() < timeout + Duration::from_millis(500), "{:?}", start.elapsed());
 }
 
-/// A TCP proxy to the test server that can drop every connection it carries.
-struct Proxy {
-    port: u16,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
-    /// While set, connections are closed as soon as they are accepted.
-    refusing: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Copies from `from` to `to` until `from` closes or either fails.
-async fn pump(from: &tokio::net::TcpStream, to: &tokio::net::TcpStream) {
-    let mut buf = vec![0; 16 * 1024];
-    loop {
-        if from.readable().await.is_err() {
-            return;
-        }
-        let n = match from.try_read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        };
-        let mut sent = 0;
-        while sent < n {
-            if to.writable().await.is_err() {
-                return;
-            }
-            match to.try_write(&buf[sent..n]) {
-                Ok(k) => sent += k,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-impl Proxy {
-    async fn start() -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let generation = Arc::new(tokio::sync::watch::channel(0u64).0);
-        let sender = generation.clone();
-        let refusing = Arc::new(AtomicBool::new(false));
-        let refuse = refusing.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if refuse.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut dropped = sender.subscribe();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(addr()).await else { return };
-                    tokio::select! {
-                        _ = pump(&client, &server) => {}
-                        _ = pump(&server, &client) => {}
-                        _ = dropped.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, generation, refusing, task }
-    }
-
-    /// Closes every connection open through the proxy.
-    fn drop_all(&self) {
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    /// Closes every connection and refuses new ones (`true`), or lets them
-    /// through again (`false`).
-    fn blackout(&self, on: bool) {
-        self.refusing.store(on, Ordering::SeqCst);
-        if on {
-            self.drop_all();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.drop_all();
-    }
-}
-
 /// A lock holder's window: from the grant's reply to the last moment it
 /// still saw its guard as held.
 #[derive(Debug, Clone, Copy)]
@@ -322,7 +238,7 @@ struct Window {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_stay_exclusive_and_everything_recovers_when_connections_drop() {
-    let proxy = Proxy::start().await;
+    let proxy = Proxy::start(addr()).await;
     let root = unique_root();
     let _cleanup = Cleanup(root.clone());
     let mut clusters = Vec::new();

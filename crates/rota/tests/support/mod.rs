@@ -7,3 +7,5 @@ pub mod cluster_conformance;
 pub mod conformance;
 #[allow(dead_code)]
 pub mod consul_fake;
+#[allow(dead_code)]
+pub mod tcp_proxy;
