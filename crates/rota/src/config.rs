@@ -159,6 +159,11 @@ impl SchedulerConfig {
     ///
     /// `InvalidInput` for a zero check interval, a zero concurrency limit or an empty node ID.
     pub fn build(self) -> Result<DefaultScheduler> {
+        Ok(DefaultScheduler::from_settings(self.settings()?))
+    }
+
+    /// Checks the configuration and turns it into the scheduler's settings.
+    pub(crate) fn settings(self) -> Result<Settings> {
         if self.check_interval.is_zero() {
             return Err(Error::InvalidInput {
                 what: "check_interval".into(),
@@ -183,18 +188,19 @@ impl SchedulerConfig {
             (None, _) => Arc::new(DefaultMonitor::with_clock(clock.clone())),
         };
         let monitor: Arc<dyn Monitor> = if self.metrics { monitor } else { Arc::new(NoopMonitor) };
-        Ok(DefaultScheduler::from_settings(Settings {
+        Ok(Settings {
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             monitor,
             clock,
             zone: self.zone.unwrap_or_else(TimeZone::system),
             node_id: self.node_id.as_str().into(),
+            gate: None,
             check_interval: self.check_interval,
             max_concurrency: self.max_concurrency,
             logging: self.logging,
             stop_grace: self.stop_grace,
             registry: self.registry,
-        }))
+        })
     }
 }
 

@@ -25,6 +25,7 @@ pub mod clock;
 pub mod cluster;
 mod config;
 pub mod cron;
+pub mod distributed;
 pub mod error;
 mod fasthash;
 pub mod global;
@@ -41,6 +42,7 @@ pub use cluster::{Cluster, ClusterMessage, Leadership, LockGuard, NodeInfo, Node
 pub use cluster::{RedisCluster, RedisClusterConfig};
 pub use config::SchedulerConfig;
 pub use cron::{parse_schedule, CronExpression, Schedule, Upcoming};
+pub use distributed::{DistributedConfig, DistributedScheduler, DistributedStats};
 pub use error::{CronField, Error, ErrorKind, ParseError, Result};
 pub use monitor::{DefaultMonitor, Monitor, PerformanceMetrics, SchedulerMetrics, TaskMetrics};
 pub use registry::HandlerRegistry;

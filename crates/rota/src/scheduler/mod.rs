@@ -13,6 +13,7 @@
 //! limit, timeout, retries and panics are handled there, and the run state is
 //! written back to the store after every run.
 
+pub(crate) mod gate;
 mod persist;
 mod run;
 
@@ -278,6 +279,10 @@ pub(crate) struct Settings {
     pub logging: bool,
     pub stop_grace: Duration,
     pub registry: crate::HandlerRegistry,
+    /// Cluster mode: every scheduled fire passes this gate first, and
+    /// `@every` intervals count from the Unix epoch, so that every node
+    /// computes the same instants.
+    pub gate: Option<Arc<dyn gate::FireGate>>,
 }
 
 struct Entry {
@@ -341,6 +346,9 @@ struct State {
     enabled: i64,
     /// Tasks the store could not give back, with why.
     load_errors: Vec<crate::store::LoadError>,
+    /// `@every` intervals count from the Unix epoch (cluster mode), not from
+    /// when the task was added.
+    align: bool,
 }
 
 pub(crate) struct Inner {
@@ -404,6 +412,7 @@ impl DefaultScheduler {
             logging: false,
             stop_grace: Duration::from_secs(30),
             registry: crate::HandlerRegistry::new(),
+            gate: None,
         })
     }
 
@@ -427,6 +436,7 @@ impl DefaultScheduler {
                     loaded: false,
                     enabled: 0,
                     load_errors: Vec::new(),
+                    align: s.gate.is_some(),
                 }),
                 wake: Notify::new(),
                 listeners: RwLock::new(Vec::new()),
@@ -594,6 +604,7 @@ impl Inner {
         held: Option<Box<(bool, String)>>,
     ) -> u32 {
         let id: Arc<str> = task.id.clone();
+        let anchor = if st.align { Timestamp::UNIX_EPOCH } else { now };
         let entry = Entry {
             id: id.clone(),
             name: task.name.clone(),
@@ -603,7 +614,7 @@ impl Inner {
             zone,
             gen: 0,
             running: 0,
-            anchor: now,
+            anchor,
             last_fire: None,
             total_duration: Duration::ZERO,
             total_latency: Duration::ZERO,
@@ -630,6 +641,23 @@ impl Inner {
     }
 }
 
+/// Fires the driver found due.
+enum Due {
+    /// Checked and marked running under the state lock.
+    Prepared(PreparedFires),
+    /// To pass the cluster gate first.
+    Gated(Arc<dyn gate::FireGate>, Vec<Dispatch>),
+}
+
+impl Due {
+    fn len(&self) -> usize {
+        match self {
+            Due::Prepared(v) => v.len(),
+            Due::Gated(_, v) => v.len(),
+        }
+    }
+}
+
 /// A fire the driver decided to run.
 pub(crate) struct Dispatch {
     pub slot: u32,
@@ -645,8 +673,17 @@ impl Inner {
             let notified = self.wake.notified();
             let (dispatches, next_due) = self.collect_due();
             let full = dispatches.len() >= DISPATCH_CHUNK;
-            for (p, then) in dispatches {
-                run::spawn_prepared(&self, p, then);
+            match dispatches {
+                Due::Prepared(fires) => {
+                    for (p, then) in fires {
+                        run::spawn_prepared(&self, p, then);
+                    }
+                }
+                Due::Gated(gate, fires) => {
+                    for d in fires {
+                        gate::spawn_gated(&self, gate.clone(), d);
+                    }
+                }
             }
             if full {
                 // More may be due: let the fires just spawned start their
@@ -668,7 +705,7 @@ impl Inner {
     }
 
     /// Pops every due heap entry: runs, skips (overlap) and misfires.
-    fn collect_due(self: &Arc<Self>) -> (PreparedFires, Option<Timestamp>) {
+    fn collect_due(self: &Arc<Self>) -> (Due, Option<Timestamp>) {
         let now = self.s.clock.now();
         let mut st = self.state.lock().unwrap();
         if let Some(prev) = st.last_seen {
@@ -680,9 +717,10 @@ impl Inner {
         st.last_seen = Some(now);
         let mut out = Vec::new();
         if st.status != Status::Running {
-            return (Vec::new(), None);
+            return (Due::Prepared(Vec::new()), None);
         }
         let mut events = Vec::new();
+        let gated = self.s.gate.is_some();
         while let Some(Reverse(top)) = st.heap.peek().copied() {
             if top.due > now || out.len() >= DISPATCH_CHUNK {
                 break;
@@ -730,6 +768,9 @@ impl Inner {
                 };
                 let missed = count - run.len() as u64;
                 e.last_fire = Some(last);
+                // In cluster mode the claim of the task's next fire counts
+                // the fires no node claimed, once for the whole cluster.
+                let missed = if gated { 0 } else { missed };
                 if missed > 0 {
                     e.missed += missed as i64;
                     events.push(Event::TaskMissed {
@@ -751,8 +792,13 @@ impl Inner {
             Inner::schedule_entry(&mut st, top.slot, now);
         }
         let next = st.heap.peek().map(|Reverse(i)| i.due);
-        let prepared: Vec<_> =
-            out.into_iter().map(|d| (run::prepare_locked(&mut st, &d), d.then)).collect();
+        let due = match &self.s.gate {
+            // In cluster mode a fire is prepared once claimed.
+            Some(gate) => Due::Gated(gate.clone(), out),
+            None => Due::Prepared(
+                out.into_iter().map(|d| (run::prepare_locked(&mut st, &d), d.then)).collect(),
+            ),
+        };
         drop(st);
         for ev in events {
             if let Event::TaskMissed { task_id, count, first, last } = &ev {
@@ -760,7 +806,7 @@ impl Inner {
             }
             self.emit(ev);
         }
-        (prepared, next)
+        (due, next)
     }
 }
 
@@ -886,6 +932,7 @@ impl Scheduler for DefaultScheduler {
             st.driver_stop = Some(stop.clone());
             st.run_cancel = CancellationToken::new();
             st.heap.clear();
+            let align = st.align;
             let slots: Vec<u32> = st.index.values().copied().collect();
             for slot in slots {
                 let e = st.slots[slot as usize].as_mut().expect("slot");
@@ -893,7 +940,7 @@ impl Scheduler for DefaultScheduler {
                 if e.task.enabled {
                     // Keep a stored next fire (downtime: it may be missed) unless
                     // it is newer than what the schedule says now.
-                    if e.schedule.interval().is_some() && e.task.next_run_at.is_none() {
+                    if e.schedule.interval().is_some() && e.task.next_run_at.is_none() && !align {
                         e.anchor = now;
                     }
                     match e.task.next_run_at {
@@ -1093,45 +1140,12 @@ impl DefaultScheduler {
                     merge_run_state(&mut e.task, stored);
                     continue;
                 }
-                let mut task = stored;
-                let parsed = task.parsed_schedule().and_then(|s| {
-                    if let Some(z) = &task.time_zone {
-                        TimeZone::get(z).map_err(|_| Error::InvalidInput {
-                            what: "time_zone".into(),
-                            message: format!("unknown time zone {z:?}"),
-                        })?;
+                match self.bind_stored(stored) {
+                    Ok((task, schedule, zone, held)) => {
+                        Inner::insert_entry(&mut st, task, schedule, zone, now, held);
                     }
-                    Ok(s)
-                });
-                let schedule = match parsed {
-                    Ok(s) => s,
-                    Err(e) => {
-                        errors.push(crate::store::LoadError {
-                            id: task.id.to_string(),
-                            reason: e.to_string(),
-                        });
-                        continue;
-                    }
-                };
-                let zone = task.zone(&self.inner.s.zone);
-                let held = match self.inner.s.registry.get(&task.handler_name) {
-                    Some(h) => {
-                        task.handler = Some(h);
-                        None
-                    }
-                    None => {
-                        let keep = Box::new((task.enabled, task.last_error.to_string()));
-                        task.enabled = false;
-                        task.handler = None;
-                        task.last_error = format!(
-                            "handler {:?} is not registered: register it to enable this task",
-                            task.handler_name
-                        )
-                        .into();
-                        Some(keep)
-                    }
-                };
-                Inner::insert_entry(&mut st, task, schedule, zone, now, held);
+                    Err(e) => errors.push(e),
+                }
             }
             for e in &errors {
                 tracing::warn!(target: "rota", task = %e.id, reason = %e.reason, "task not loaded from the store");
@@ -1150,6 +1164,141 @@ impl DefaultScheduler {
         // Tasks declared in code (with their merged run state) reach the store.
         for chunk in declared.chunks(10_000) {
             self.inner.s.store.save_batch(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// A task read from the store, ready to be held here: its schedule and
+    /// zone parsed, its handler bound by name from the registry, or, if the
+    /// handler is not registered, held (disabled, see [`load_store`](Self::load_store)).
+    #[allow(clippy::type_complexity)]
+    fn bind_stored(
+        &self,
+        mut task: DefaultTask,
+    ) -> std::result::Result<
+        (DefaultTask, Schedule, TimeZone, Option<Box<(bool, String)>>),
+        crate::store::LoadError,
+    > {
+        let parsed = task.parsed_schedule().and_then(|s| {
+            if let Some(z) = &task.time_zone {
+                TimeZone::get(z).map_err(|_| Error::InvalidInput {
+                    what: "time_zone".into(),
+                    message: format!("unknown time zone {z:?}"),
+                })?;
+            }
+            Ok(s)
+        });
+        let schedule = parsed.map_err(|e| crate::store::LoadError {
+            id: task.id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let zone = task.zone(&self.inner.s.zone);
+        let held = match self.inner.s.registry.get(&task.handler_name) {
+            Some(h) => {
+                task.handler = Some(h);
+                None
+            }
+            None => {
+                let keep = Box::new((task.enabled, task.last_error.to_string()));
+                task.enabled = false;
+                task.handler = None;
+                task.last_error = format!(
+                    "handler {:?} is not registered: register it to enable this task",
+                    task.handler_name
+                )
+                .into();
+                Some(keep)
+            }
+        };
+        Ok((task, schedule, zone, held))
+    }
+
+    /// How often the store is re-read in cluster mode with a shared store.
+    pub fn check_interval(&self) -> Duration {
+        self.inner.s.check_interval
+    }
+
+    /// Re-reads the store, for a store shared with other processes: tasks
+    /// added there are added here, tasks whose definition is newer there
+    /// (`updated_at`) are updated here, and tasks gone from it are removed
+    /// here (unless changed here in the last 5 s, which covers a save still
+    /// on its way). Run state is not taken over: each node keeps its own.
+    pub async fn sync_store(&self) -> Result<()> {
+        if !self.inner.state.lock().unwrap().loaded {
+            return Ok(());
+        }
+        let began = self.inner.s.clock.now();
+        let report = self.inner.s.store.load_all().await?;
+        let now = self.inner.s.clock.now();
+        let mut removed = Vec::new();
+        let mut changed = false;
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            let mut seen: std::collections::HashSet<Arc<str>> = Default::default();
+            for stored in report.tasks {
+                seen.insert(stored.id.clone());
+                let newer = match st.index.get(&*stored.id) {
+                    None => None,
+                    Some(&slot) => {
+                        let e = st.slots[slot as usize].as_ref().expect("slot");
+                        if stored.updated_at <= e.task.updated_at || e.running > 0 {
+                            continue;
+                        }
+                        Some(slot)
+                    }
+                };
+                let Ok((task, schedule, zone, held)) = self.bind_stored(stored) else {
+                    continue;
+                };
+                changed = true;
+                match newer {
+                    None => {
+                        let slot = Inner::insert_entry(&mut st, task, schedule, zone, now, held);
+                        Inner::schedule_entry(&mut st, slot, now);
+                    }
+                    Some(slot) => {
+                        let e = st.slots[slot as usize].as_mut().expect("slot");
+                        let delta = i64::from(task.enabled) - i64::from(e.task.enabled);
+                        let mut task = task;
+                        task.next_run_at = None;
+                        e.name = task.name.clone();
+                        e.task = task;
+                        e.held = held;
+                        e.schedule = schedule;
+                        e.zone = zone;
+                        e.gen = e.gen.wrapping_add(1);
+                        st.enabled += delta;
+                        Inner::schedule_entry(&mut st, slot, now);
+                    }
+                }
+            }
+            let settle = jiff::SignedDuration::from_secs(5);
+            let gone: Vec<Arc<str>> = st
+                .index
+                .iter()
+                .filter(|(id, _)| !seen.contains(*id))
+                .filter(|(_, &slot)| {
+                    st.slots[slot as usize]
+                        .as_ref()
+                        .is_some_and(|e| e.task.updated_at < began - settle && e.running == 0)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                let slot = st.index.remove(&id).expect("listed");
+                if st.slots[slot as usize].take().is_some_and(|e| e.task.enabled) {
+                    st.enabled -= 1;
+                }
+                st.free.push(slot);
+                removed.push(id);
+            }
+        }
+        for id in &removed {
+            self.inner.s.monitor.record_task_removed(id);
+        }
+        if changed || !removed.is_empty() {
+            self.inner.wake.notify_one();
+            self.update_counts();
         }
         Ok(())
     }

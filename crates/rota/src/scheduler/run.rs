@@ -11,6 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::RunLease;
 use super::{Dispatch, Event, Inner, SchedState};
 use crate::clock::{elapsed, signed, Clock};
 use crate::error::{Error, Result};
@@ -42,6 +43,10 @@ pub(crate) struct RunSpec {
     cancel: CancellationToken,
     /// The task's first run in this process.
     first_run: bool,
+    /// Cluster mode: the fencing token of the claim.
+    fencing_token: Option<u64>,
+    /// Cluster mode: the run lock, held for the whole run.
+    lease: Option<Box<dyn RunLease>>,
 }
 
 enum Attempt {
@@ -49,6 +54,8 @@ enum Attempt {
     Failed(String),
     TimedOut,
     Cancelled,
+    /// The run lock was lost (cluster mode).
+    LeaseLost,
 }
 
 /// The outcome of checking a fire against its task, under the state lock.
@@ -87,11 +94,13 @@ pub(crate) fn prepare_locked(st: &mut SchedState, d: &Dispatch) -> Result<Prepar
         retry_delay: e.task.retry_delay,
         cancel: run_cancel,
         first_run: e.started_runs == 0 && e.running == 1,
+        fencing_token: None,
+        lease: None,
     }))
 }
 
 /// Records a skipped fire (outside the lock); a manual run gets an error.
-fn skipped(
+pub(crate) fn skipped(
     inner: &Arc<Inner>,
     id: &Arc<str>,
     scheduled: Timestamp,
@@ -164,6 +173,27 @@ pub(crate) async fn run_fire_now(inner: &Arc<Inner>, d: Dispatch) -> Result<()> 
     }
 }
 
+/// Runs a fire this node claimed in the cluster, in the caller's task.
+pub(crate) async fn run_claimed(
+    inner: &Arc<Inner>,
+    d: Dispatch,
+    fencing_token: Option<u64>,
+    lease: Option<Box<dyn RunLease>>,
+) {
+    match prepare(inner, &d, Trigger::Schedule) {
+        Ok(Some(mut spec)) => {
+            spec.fencing_token = fencing_token;
+            spec.lease = lease;
+            let _ = execute(inner, spec).await;
+        }
+        Ok(None) | Err(_) => {
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
+        }
+    }
+}
+
 /// Sleeps on the scheduler's clock until `deadline`.
 pub(crate) async fn sleep_on(clock: &dyn Clock, deadline: Timestamp) {
     while clock.now() < deadline {
@@ -204,6 +234,7 @@ async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attemp
     let timed = !spec.timeout.is_zero();
     let deadline = inner.s.clock.now() + signed(spec.timeout);
     let clock = inner.s.clock.clone();
+    let lost = spec.lease.as_ref().map(|l| l.lost());
     let result = tokio::select! {
         // The handler first: most finish at their first poll, and then the
         // other futures are never polled (no waiter registered on shared tokens).
@@ -215,6 +246,9 @@ async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attemp
         },
         _ = sleep_on(clock.as_ref(), deadline), if timed => Attempt::TimedOut,
         _ = spec.cancel.cancelled() => Attempt::Cancelled,
+        _ = async { lost.as_ref().expect("checked").cancelled().await }, if lost.is_some() => {
+            Attempt::LeaseLost
+        }
     };
     // Tell the handler, give it a moment to return, then drop (abort) it.
     ctx.cancel.cancel();
@@ -253,7 +287,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
             scheduled_at: spec.scheduled,
             attempt: attempt_no,
             node_id: inner.s.node_id.clone(),
-            fencing_token: None,
+            fencing_token: spec.fencing_token,
             // A token of its own: cheap, and no lock shared with other runs.
             cancel: CancellationToken::new(),
             output: output.clone(),
@@ -291,6 +325,20 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
                 },
                 message,
             ),
+            Attempt::LeaseLost => {
+                let m = format!(
+                    "cancelled: the run lock was lost (fencing token {})",
+                    spec.fencing_token.unwrap_or_default()
+                );
+                break Err((
+                    Error::TaskExecutionFailed {
+                        task: spec.id.to_string(),
+                        attempt: attempt_no,
+                        message: m.clone(),
+                    },
+                    m,
+                ));
+            }
             Attempt::Cancelled => {
                 let m = "cancelled: the scheduler stopped".to_string();
                 break Err((
@@ -303,7 +351,8 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
                 ));
             }
         };
-        if attempt_no <= spec.max_retries && !spec.cancel.is_cancelled() {
+        let lease_lost = spec.lease.as_ref().is_some_and(|l| l.lost().is_cancelled());
+        if attempt_no <= spec.max_retries && !spec.cancel.is_cancelled() && !lease_lost {
             inner.emit(Event::TaskRetried {
                 task_id: spec.id.to_string(),
                 scheduled_at: spec.scheduled,
@@ -319,9 +368,11 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
                 }
             }
             let until = clock.now() + signed(spec.retry_delay);
+            let lost = spec.lease.as_ref().map(|l| l.lost()).unwrap_or_default();
             tokio::select! {
                 _ = sleep_on(clock.as_ref(), until) => {}
                 _ = spec.cancel.cancelled() => {}
+                _ = lost.cancelled(), if spec.lease.is_some() => {}
             }
             attempt_no += 1;
             continue;
@@ -338,6 +389,10 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     };
     drop(permit);
     let end = clock.now();
+    let mut spec = spec;
+    if let Some(lease) = spec.lease.take() {
+        lease.release().await;
+    }
     let duration = elapsed(first_start, end);
     // The bookkeeping below can wait: let fires queued behind this one start
     // their handlers first, so a burst of due fires is not delayed by it.
@@ -408,7 +463,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
 }
 
 /// Writes a history record for a fire that did not run, in the background.
-fn record_history(
+pub(crate) fn record_history(
     inner: &Arc<Inner>,
     id: &str,
     status: ExecutionStatus,

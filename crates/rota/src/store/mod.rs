@@ -225,6 +225,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn load_all(&self) -> Result<LoadReport> {
         Ok(LoadReport { tasks: self.get_all().await?, errors: Vec::new() })
     }
+    /// Whether several processes can share this store (a database server),
+    /// so that a [`DistributedScheduler`](crate::DistributedScheduler)
+    /// re-reads it every `check_interval` to pick up other nodes' changes.
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// Appends several runs; the scheduler writes history in batches.
     async fn record_executions(&self, batch: &[TaskExecution]) -> Result<()> {
         for e in batch {

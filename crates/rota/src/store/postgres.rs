@@ -648,6 +648,10 @@ struct ExecColumns<'a> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn save(&self, task: &DefaultTask) -> Result<()> {
         self.check("save")?;
         check_id(task)?;

@@ -591,6 +591,10 @@ fn is_store_key(rest: &[u8]) -> bool {
 
 #[async_trait]
 impl Store for RedisStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn save(&self, task: &DefaultTask) -> Result<()> {
         self.con("save")?;
         if task.id.is_empty() {
