@@ -16,6 +16,20 @@
 //! stop_grace = "30s"               # how long SIGTERM waits for running jobs (default 30s)
 //! max_concurrency = 4              # most jobs running at once (default: no limit)
 //!
+//! [cluster]                        # optional: run as one node of a cluster
+//! backend = "redis"                # redis | etcd | zookeeper | consul
+//! endpoints = ["redis://127.0.0.1:6379/0"]   # etcd/zookeeper: "host:port"; consul: "http://host:8500"
+//! node_id = "node-1"               # else [scheduler] node_id, $ROTA_NODE_ID, "<hostname>-<pid>"
+//! username = ""                    # etcd only
+//! password = ""                    # redis and etcd
+//! token = ""                       # consul ACL token
+//! namespace = "rota"               # key prefix / root znode shared by the nodes (default "rota")
+//! election_timeout = "5s"          # leadership and session TTL: the failover bound (default 5s)
+//! heartbeat_interval = "1s"        # registry reads; a node is offline after 3 of them (default 1s)
+//! lock_timeout = "30s"             # TTL of a running task's lock, renewed while it runs (default 30s)
+//! distribute_tasks = true          # spread fires over the nodes (default true)
+//! leader_election = true           # run for leader (default true); alone, the leader runs all fires
+//!
 //! [[tasks]]
 //! name = "heartbeat"               # required, unique; the task ID is derived from it
 //! schedule = "*/5 * * * * *"       # required: any form of the cron engine
@@ -90,6 +104,69 @@ pub struct Config {
     pub scheduler: SchedulerSection,
     /// `[[tasks]]`, in file order.
     pub tasks: Vec<TaskSpec>,
+    /// `[cluster]`, if the daemon runs as a node of a cluster.
+    pub cluster: Option<ClusterSection>,
+}
+
+/// The backend of `[cluster]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterBackend {
+    /// Redis.
+    Redis,
+    /// etcd v3.
+    Etcd,
+    /// ZooKeeper.
+    Zookeeper,
+    /// Consul (HTTP API).
+    Consul,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSection {
+    /// The backend.
+    pub backend: ClusterBackend,
+    /// Its servers.
+    pub endpoints: Vec<String>,
+    /// This node's ID, if set here.
+    pub node_id: Option<String>,
+    /// etcd user name.
+    pub username: String,
+    /// Redis or etcd password.
+    pub password: String,
+    /// Consul ACL token.
+    pub token: String,
+    /// Key prefix / root znode shared by the cluster's nodes.
+    pub namespace: String,
+    /// Leadership and session TTL.
+    pub election_timeout: Duration,
+    /// Registry reads; a node is offline after three missed heartbeats.
+    pub heartbeat_interval: Duration,
+    /// TTL of a running task's lock.
+    pub lock_timeout: Duration,
+    /// Spread fires over the nodes.
+    pub distribute_tasks: bool,
+    /// Run for leader.
+    pub leader_election: bool,
+}
+
+impl ClusterSection {
+    fn new(backend: ClusterBackend) -> Self {
+        ClusterSection {
+            backend,
+            endpoints: Vec::new(),
+            node_id: None,
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+            namespace: "rota".into(),
+            election_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            lock_timeout: Duration::from_secs(30),
+            distribute_tasks: true,
+            leader_election: true,
+        }
+    }
 }
 
 impl Default for Config {
@@ -100,6 +177,7 @@ impl Default for Config {
             token: None,
             scheduler: SchedulerSection::default(),
             tasks: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -357,7 +435,21 @@ fn check_store_url(url: &str) -> Result<(), String> {
     }
 }
 
-const TOP_KEYS: &[&str] = &["store", "http", "scheduler", "tasks"];
+const TOP_KEYS: &[&str] = &["store", "http", "scheduler", "tasks", "cluster"];
+const CLUSTER_KEYS: &[&str] = &[
+    "backend",
+    "endpoints",
+    "node_id",
+    "username",
+    "password",
+    "token",
+    "namespace",
+    "election_timeout",
+    "heartbeat_interval",
+    "lock_timeout",
+    "distribute_tasks",
+    "leader_election",
+];
 const STORE_KEYS: &[&str] = &["url"];
 const HTTP_KEYS: &[&str] = &["listen", "token"];
 const SCHED_KEYS: &[&str] = &["time_zone", "node_id", "stop_grace", "max_concurrency"];
@@ -542,6 +634,130 @@ impl Checker<'_> {
         ok.then_some(out)
     }
 
+    fn cluster(&mut self, t: &DeTable<'_>, span: &Range<usize>) -> Option<ClusterSection> {
+        self.unknown_keys(t, CLUSTER_KEYS, "[cluster]: ");
+        let Some(b) = t.get("backend") else {
+            self.err(
+                span,
+                "[cluster] backend: missing (expected redis, etcd, zookeeper or consul)".into(),
+            );
+            return None;
+        };
+        let backend = match self.string(b, "[cluster] backend")?.as_str() {
+            "redis" => ClusterBackend::Redis,
+            "etcd" => ClusterBackend::Etcd,
+            "zookeeper" => ClusterBackend::Zookeeper,
+            "consul" => ClusterBackend::Consul,
+            other => {
+                self.err(
+                    &b.span(),
+                    format!(
+                        "[cluster] backend: {other:?} is not a backend (expected redis, etcd, zookeeper or consul)"
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut c = ClusterSection::new(backend);
+        let mut ok = true;
+        match t.get("endpoints") {
+            None => {
+                self.err(span, "[cluster] endpoints: missing (a list of server addresses)".into());
+                ok = false;
+            }
+            Some(e) => match e.get_ref() {
+                DeValue::Array(items) if !items.is_empty() => {
+                    for (i, item) in items.iter().enumerate() {
+                        match self.string(item, &format!("[cluster] endpoints[{i}]")) {
+                            Some(s) if !s.trim().is_empty() => c.endpoints.push(s.trim().into()),
+                            Some(_) => {
+                                self.err(
+                                    &item.span(),
+                                    format!("[cluster] endpoints[{i}]: must not be empty"),
+                                );
+                                ok = false;
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+                _ => {
+                    self.err(
+                        &e.span(),
+                        "[cluster] endpoints: expected a non-empty list of strings".into(),
+                    );
+                    ok = false;
+                }
+            },
+        }
+        for (key, slot) in [
+            ("node_id", &mut c.node_id),
+        ] {
+            if let Some(v) = t.get(key) {
+                match self.string(v, &format!("[cluster] {key}")) {
+                    Some(s) if !s.trim().is_empty() => *slot = Some(s),
+                    Some(_) => {
+                        self.err(&v.span(), format!("[cluster] {key}: must not be empty"));
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        for (key, slot) in [
+            ("username", &mut c.username),
+            ("password", &mut c.password),
+            ("token", &mut c.token),
+            ("namespace", &mut c.namespace),
+        ] {
+            if let Some(v) = t.get(key) {
+                match self.string(v, &format!("[cluster] {key}")) {
+                    Some(s) => *slot = s,
+                    None => ok = false,
+                }
+            }
+        }
+        if c.namespace.trim().is_empty() {
+            let at = t.get("namespace").map_or(span.clone(), |v| v.span());
+            self.err(&at, "[cluster] namespace: must not be empty".into());
+            ok = false;
+        }
+        for (key, slot, min) in [
+            ("election_timeout", &mut c.election_timeout, Duration::from_secs(1)),
+            ("heartbeat_interval", &mut c.heartbeat_interval, Duration::from_millis(100)),
+            ("lock_timeout", &mut c.lock_timeout, Duration::from_secs(1)),
+        ] {
+            if let Some(v) = t.get(key) {
+                match self.duration(v, &format!("[cluster] {key}")) {
+                    Some(d) if d >= min => *slot = d,
+                    Some(d) => {
+                        self.err(
+                            &v.span(),
+                            format!(
+                                "[cluster] {key}: {} is too short (at least {})",
+                                format_duration(d),
+                                format_duration(min)
+                            ),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        for (key, slot) in
+            [("distribute_tasks", &mut c.distribute_tasks), ("leader_election", &mut c.leader_election)]
+        {
+            if let Some(v) = t.get(key) {
+                match self.boolean(v, &format!("[cluster] {key}")) {
+                    Some(b) => *slot = b,
+                    None => ok = false,
+                }
+            }
+        }
+        ok.then_some(c)
+    }
+
     fn document(&mut self, doc: &DeTable<'_>) -> Config {
         let mut config = Config::default();
         self.unknown_keys(doc, TOP_KEYS, "");
@@ -623,6 +839,11 @@ impl Checker<'_> {
                         .integer(m, "[scheduler] max_concurrency", 1, 1_000_000)
                         .map(|n| n as usize);
                 }
+            }
+        }
+        if let Some(v) = doc.get("cluster") {
+            if let Some(t) = self.table(v, "[cluster]") {
+                config.cluster = self.cluster(t, &v.span());
             }
         }
         if let Some(v) = doc.get("tasks") {
@@ -1071,6 +1292,53 @@ tags = { team = "ops" }
         assert_eq!(t.retry_delay, Duration::from_secs(1));
         assert_eq!(t.tags["team"], "ops");
         assert!(matches!(&t.job, Job::Command(c) if c.argv[0] == "sh"));
+    }
+
+    #[test]
+    fn cluster_section_of_the_issue() {
+        let c = parse(
+            r#"
+[cluster]
+backend = "redis"                  # etcd | zookeeper | consul
+endpoints = ["redis://127.0.0.1:6379/0"]
+node_id = "node-1"                 # or ROTA_NODE_ID
+election_timeout = "5s"
+heartbeat_interval = "1s"
+distribute_tasks = true
+"#,
+        )
+        .unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!(cl.backend, ClusterBackend::Redis);
+        assert_eq!(cl.endpoints, ["redis://127.0.0.1:6379/0"]);
+        assert_eq!(cl.node_id.as_deref(), Some("node-1"));
+        assert_eq!(cl.election_timeout, Duration::from_secs(5));
+        assert_eq!(cl.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(cl.lock_timeout, Duration::from_secs(30));
+        assert!(cl.distribute_tasks && cl.leader_election);
+        assert_eq!(cl.namespace, "rota");
+    }
+
+    #[test]
+    fn cluster_errors_name_the_key_and_line() {
+        let errs = parse(
+            "[cluster]\nbackend = \"mongo\"\nendpoints = []\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, 2);
+        assert!(errs[0].message.contains("[cluster] backend: \"mongo\" is not a backend"), "{errs:?}");
+        let errs = parse(
+            "[cluster]\nbackend = \"etcd\"\nendpoints = []\nelection_timeout = \"10ms\"\nleader_election = 1\nport = 3\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| format!("{}: {}", e.line, e.message)).collect();
+        assert!(text.iter().any(|e| e.starts_with("3: [cluster] endpoints: expected a non-empty list")), "{text:?}");
+        assert!(text.iter().any(|e| e.starts_with("4: [cluster] election_timeout: 10ms is too short (at least 1s)")), "{text:?}");
+        assert!(text.iter().any(|e| e.starts_with("5: [cluster] leader_election: expected true or false")), "{text:?}");
+        assert!(text.iter().any(|e| e.starts_with("6: [cluster]: unknown key \"port\"")), "{text:?}");
+        let errs = parse("[cluster]\nendpoints = [\"x\"]\n").unwrap_err();
+        assert!(errs[0].message.contains("[cluster] backend: missing"), "{errs:?}");
     }
 
     #[test]

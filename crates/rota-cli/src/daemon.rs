@@ -59,6 +59,9 @@ pub fn init_logging() {
 
 /// The node ID: the config's, else `$ROTA_NODE_ID`, else `<hostname>-<pid>`.
 pub fn node_id(config: &Config) -> String {
+    if let Some(id) = config.cluster.as_ref().and_then(|c| c.node_id.as_ref()) {
+        return id.clone();
+    }
     if let Some(id) = &config.scheduler.node_id {
         return id.clone();
     }
@@ -151,7 +154,34 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if let Some(n) = config.scheduler.max_concurrency {
         builder = builder.max_concurrency(n);
     }
-    let scheduler = builder.build()?;
+    let distributed = match &config.cluster {
+        None => None,
+        Some(section) => {
+            let cluster = crate::cluster::connect(section, &node).await?;
+            let dc = rota::DistributedConfig {
+                election_timeout: section.election_timeout,
+                heartbeat_interval: section.heartbeat_interval,
+                lock_timeout: section.lock_timeout,
+                enable_leader_election: section.leader_election,
+                enable_task_distribution: section.distribute_tasks,
+                address: config.listen.ip().to_string(),
+                port: config.listen.port(),
+                ..rota::DistributedConfig::new(node.clone(), cluster)
+            };
+            info!(
+                backend = ?section.backend,
+                endpoints = ?section.endpoints,
+                distribute = section.distribute_tasks,
+                leader_election = section.leader_election,
+                "cluster mode"
+            );
+            Some(rota::DistributedScheduler::with_config(builder.clone(), dc)?)
+        }
+    };
+    let scheduler = match &distributed {
+        Some(ds) => ds.scheduler().clone(),
+        None => builder.build()?,
+    };
     scheduler.on_event(log_event);
     let metrics = http::Metrics::new();
     metrics.attach(&scheduler);
@@ -171,7 +201,10 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
 
-    scheduler.start().await.context("starting the scheduler")?;
+    match &distributed {
+        Some(ds) => ds.start().await.context("starting the distributed scheduler")?,
+        None => scheduler.start().await.context("starting the scheduler")?,
+    }
     for e in scheduler.load_errors() {
         warn!(task = %e.id, reason = %e.reason, "a stored task could not be loaded");
     }
@@ -188,6 +221,7 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         token: token.clone(),
         metrics: metrics.clone(),
         node_id: node.clone(),
+        cluster: distributed.clone(),
     };
     let mut server = tokio::spawn(http::serve(listener, state, async move {
         let _ = stop_rx.await;
@@ -232,7 +266,12 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     );
     let started = Instant::now();
     // A second SIGTERM or SIGINT while waiting kills the running jobs now.
-    let stop = scheduler.stop();
+    let stop = async {
+        match &distributed {
+            Some(ds) => ds.stop().await,
+            None => scheduler.stop().await,
+        }
+    };
     tokio::pin!(stop);
     let stopped = tokio::select! {
         r = &mut stop => r,
@@ -253,6 +292,11 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             Ok(Ok(Err(e))) => warn!("HTTP server: {e:#}"),
             Err(_) => server.abort(),
             _ => {}
+        }
+    }
+    if let Some(ds) = &distributed {
+        if let Err(e) = ds.cluster().close().await {
+            warn!("closing the cluster connection: {e}");
         }
     }
     if let Err(e) = store.close().await {

@@ -2,7 +2,8 @@
 //!
 //! A command job runs its program directly (no shell unless the user writes
 //! one) in a process group of its own, with `ROTA_TASK_ID`, `ROTA_TASK_NAME`,
-//! `ROTA_SCHEDULED_AT`, `ROTA_ATTEMPT` and `ROTA_NODE_ID` in its environment.
+//! `ROTA_SCHEDULED_AT`, `ROTA_ATTEMPT` and `ROTA_NODE_ID` in its environment,
+//! and in cluster mode `ROTA_FENCING_TOKEN` (the run's fencing token).
 //! Exit status 0 is success. Its stdout and stderr, interleaved as they come,
 //! are kept as the run's output, capped at [`OUTPUT_LIMIT`]. On timeout or
 //! cancellation the whole group gets SIGTERM, then SIGKILL after
@@ -212,6 +213,9 @@ impl TaskHandler for CommandHandler {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
+        if let Some(token) = ctx.fencing_token() {
+            cmd.env("ROTA_FENCING_TOKEN", token.to_string());
+        }
         if let Some(dir) = &self.job.working_dir {
             cmd.current_dir(dir);
         }

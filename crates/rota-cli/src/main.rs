@@ -3,6 +3,7 @@
 //! tools (`rota next`, `rota explain`).
 
 mod client;
+mod cluster;
 mod config;
 mod daemon;
 mod http;

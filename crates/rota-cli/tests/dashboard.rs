@@ -161,6 +161,7 @@ async fn start_app() -> (SocketAddr, DefaultScheduler, tokio::sync::oneshot::Sen
         token: Some(TOKEN.into()),
         metrics,
         node_id: "dash-node".into(),
+        cluster: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

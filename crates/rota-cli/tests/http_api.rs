@@ -128,6 +128,7 @@ async fn start(token: Option<&str>) -> Server {
         token: token.map(str::to_string),
         metrics: metrics.clone(),
         node_id: "node-1".into(),
+        cluster: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -278,11 +278,33 @@ pub(crate) async fn stats(State(state): State<AppState>) -> Json<rota::Scheduler
     Json(state.scheduler.stats())
 }
 
-/// `GET /api/nodes`: this node alone, the leader, until cluster mode.
+/// `GET /api/nodes`: the cluster's nodes as the registry shows them (cluster
+/// mode, with `address` as `host:port`), or this node alone, the leader.
 pub(crate) async fn nodes(
     State(state): State<AppState>,
     addr: Option<Extension<LocalAddr>>,
-) -> Json<Value> {
+) -> ApiResult<Json<Value>> {
+    if let Some(ds) = &state.cluster {
+        let nodes = ds.cluster_nodes().await.map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("cluster registry: {e}"))
+        })?;
+        let stats = ds.distributed_stats();
+        let out: Vec<Value> = nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id,
+                    "address": format!("{}:{}", n.address, n.port),
+                    "status": n.status,
+                    "started_at": n.started_at,
+                    "last_seen": n.last_seen,
+                    "metadata": n.metadata,
+                    "self": n.id == stats.node_id,
+                })
+            })
+            .collect();
+        return Ok(Json(Value::Array(out)));
+    }
     let status = state.scheduler.status();
     let started_at = status.started_at.unwrap_or_else(|| state.scheduler.stats().created_at);
     Json(json!([{
@@ -292,7 +314,8 @@ pub(crate) async fn nodes(
         "scheduler": status.status,
         "started_at": started_at,
         "last_seen": state.scheduler.clock().now(),
-    }]))
+        "self": true,
+    }])))
 }
 
 /// Unknown paths.

@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// This node's ID.
     pub node_id: String,
+    /// In cluster mode, the distributed scheduler (for `/api/nodes`).
+    pub cluster: Option<rota::DistributedScheduler>,
 }
 
 /// The address the server listens on, set by [`serve`] for `/api/nodes`.
