@@ -402,6 +402,65 @@ impl Drop for LockGuard {
     }
 }
 
+/// One fire to claim with [`Cluster::claim_fires`]: the pair (task ID,
+/// scheduled instant) that identifies a fire across the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FireRequest {
+    /// The task.
+    pub task_id: String,
+    /// The fire's scheduled instant, in milliseconds since the Unix epoch.
+    pub scheduled_ms: i64,
+    /// With `Some(ttl)`, the claim also takes the task's run lock for `ttl`
+    /// (a task that skips overlapping runs); `None` for a task whose runs may
+    /// overlap.
+    pub run_lock: Option<Duration>,
+}
+
+/// The answer to a [`FireRequest`].
+#[derive(Debug)]
+pub enum FireClaim {
+    /// This node won the fire and runs it.
+    Won {
+        /// The task's latest fire claimed before this one (ms), if any: fires
+        /// of the schedule between the two were claimed by no node.
+        previous: Option<i64>,
+        /// The run lock, if requested: hold it (renewing) while the run goes
+        /// on, release it after. Its token is the run's fencing token.
+        guard: Option<LockGuard>,
+    },
+    /// This node won the fire, but the task's run lock is held by a run still
+    /// going (on any node): the fire is skipped, by this node only.
+    Busy {
+        /// As in [`FireClaim::Won`].
+        previous: Option<i64>,
+    },
+    /// The fire, or a later one of the task, was already claimed.
+    Taken,
+}
+
+/// The key under which a task's fire marks are kept by the default
+/// [`Cluster::claim_fire`].
+pub fn fire_mark_key(task_id: &str) -> String {
+    format!("fire-mark/{task_id}")
+}
+
+/// The lock key of a task's runs, for tasks that skip overlapping runs.
+pub fn run_lock_key(task_id: &str) -> String {
+    format!("run/{task_id}")
+}
+
+/// A mark kept as decimal text (the ZooKeeper and Consul backends): its
+/// integer, or a `backend` error saying `what` found at `place`.
+#[cfg(any(feature = "cluster-zookeeper", feature = "cluster-consul"))]
+fn parse_decimal_mark(backend: &str, what: &str, place: &str, bytes: &[u8]) -> Result<i64> {
+    std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        Error::backend(
+            backend,
+            format!("{what}: {place} holds {:?}, not an integer", String::from_utf8_lossy(bytes)),
+        )
+    })
+}
+
 /// The seed's `Cluster`: node registry, locks, leader election and broadcast.
 ///
 /// Object safe: use it as `Arc<dyn Cluster>`.
@@ -457,6 +516,47 @@ pub trait Cluster: Send + Sync + fmt::Debug {
     /// Calls `callback` with every message broadcast from now on, in order per
     /// sender.
     async fn subscribe(&self, callback: MessageCallback) -> Result<()>;
+
+    /// Raises the integer stored at `key` (in the backend's durable key
+    /// space, without expiry) to `value` if it is absent or lower, atomically.
+    /// Returns `Some(previous)` (`None` inside when absent) if it raised it,
+    /// `None` if the stored value is already `value` or higher.
+    ///
+    /// This is the primitive behind [`claim_fire`](Self::claim_fire): a
+    /// fire's instant can be raised past only once, by one node.
+    async fn advance_mark(&self, key: &str, value: i64) -> Result<Option<Option<i64>>>;
+
+    /// Claims a fire for this node: at most one node ever wins a given
+    /// (task, instant) pair, and no node wins an instant at or before one
+    /// already won (fires are claimed in order per task).
+    ///
+    /// The default raises the task's fire mark ([`advance_mark`]) and then,
+    /// if asked, takes the run lock ([`acquire_lock`] on [`run_lock_key`]):
+    /// two round trips. Backends may do both in one.
+    ///
+    /// [`advance_mark`]: Self::advance_mark
+    /// [`acquire_lock`]: Self::acquire_lock
+    async fn claim_fire(&self, req: &FireRequest) -> Result<FireClaim> {
+        let Some(previous) =
+            self.advance_mark(&fire_mark_key(&req.task_id), req.scheduled_ms).await?
+        else {
+            return Ok(FireClaim::Taken);
+        };
+        let Some(ttl) = req.run_lock else {
+            return Ok(FireClaim::Won { previous, guard: None });
+        };
+        match self.acquire_lock(&run_lock_key(&req.task_id), ttl).await? {
+            Some(guard) => Ok(FireClaim::Won { previous, guard: Some(guard) }),
+            None => Ok(FireClaim::Busy { previous }),
+        }
+    }
+
+    /// Claims several fires, one answer per request in order. The default
+    /// claims them concurrently with [`claim_fire`](Self::claim_fire);
+    /// backends may batch them into fewer round trips.
+    async fn claim_fires(&self, reqs: &[FireRequest]) -> Vec<Result<FireClaim>> {
+        futures_util::future::join_all(reqs.iter().map(|r| self.claim_fire(r))).await
+    }
 
     /// Stops every background task (heartbeats, renewals, the election,
     /// subscriptions) as a crash would, except that a leader's callback is

@@ -42,6 +42,12 @@
 //! | `{p}nodes` | sorted set | node IDs scored by their last heartbeat (server time, ms) |
 //! | `{p}node:{id}` | string, TTL | the node's [`NodeInfo`] as JSON, expiring after `forget_after` |
 //! | `{p}bus` | pub/sub channel | broadcast messages as JSON |
+//! | `{p}mark:{key}` | integer | a mark of [`Cluster::advance_mark`]; for fires, `fire-mark/{task}` holds the task's latest claimed fire (ms) |
+//!
+//! A batch of fires is claimed by one script in one round trip
+//! ([`Cluster::claim_fires`]): for each fire, raise the task's mark to the
+//! fire's instant if it is lower (else the fire is taken), then take the
+//! task's run lock as `acquire_lock` does if the fire asks for it.
 //!
 //! A lock is taken by one script: if `{p}lock:{key}` does not exist, `INCR
 //! {p}fence:{key}` and `SET {p}lock:{key} {node}:{token} PX ttl`. A fence
@@ -92,8 +98,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lease_deadline, Cluster, ClusterMessage, Leadership, LeadershipCallback, LeaseOps, LeaseWatch,
-    LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    fire_mark_key, lease_deadline, run_lock_key, Cluster, ClusterMessage, FireClaim, FireRequest,
+    Leadership, LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo,
+    NodeStatus,
 };
 use crate::error::{Error, Result};
 
@@ -112,6 +119,48 @@ redis.call('INCR', KEYS[2])
 local f = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. f, 'PX', ARGV[2])
 return f
+"#;
+
+/// Raises a mark. `KEYS`: mark. `ARGV`: value. Returns `{1, previous or ''}`
+/// if raised, `{0, ''}` if the mark is already that high.
+const ADVANCE_LUA: &str = r#"
+local prev = redis.call('GET', KEYS[1])
+if prev and tonumber(prev) >= tonumber(ARGV[1]) then return {0, ''} end
+redis.call('SET', KEYS[1], ARGV[1])
+return {1, prev or ''}
+"#;
+
+/// Claims fires. `KEYS`: mark, lock, fence for each fire. `ARGV`: node ID,
+/// then instant (ms) and run-lock TTL (ms, `0` for none) for each fire.
+/// Returns outcome (`won`, `busy`, `taken`), previous mark, token per fire.
+const CLAIM_LUA: &str = r#"
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local mark, lock, fence = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local at, ttl = ARGV[2 * i + 2], ARGV[2 * i + 3]
+  local prev = redis.call('GET', mark)
+  if prev and tonumber(prev) >= tonumber(at) then
+    out[#out + 1] = 'taken'; out[#out + 1] = ''; out[#out + 1] = '0'
+  else
+    redis.call('SET', mark, at)
+    prev = prev or ''
+    if ttl == '0' then
+      out[#out + 1] = 'won'; out[#out + 1] = prev; out[#out + 1] = '0'
+    elseif redis.call('EXISTS', lock) == 1 then
+      out[#out + 1] = 'busy'; out[#out + 1] = prev; out[#out + 1] = '0'
+    else
+      if redis.call('EXISTS', fence) == 0 then
+        local t = redis.call('TIME')
+        redis.call('SET', fence, t[1] .. string.format('%06d', tonumber(t[2])))
+      end
+      redis.call('INCR', fence)
+      local f = redis.call('GET', fence)
+      redis.call('SET', lock, ARGV[1] .. ':' .. f, 'PX', ttl)
+      out[#out + 1] = 'won'; out[#out + 1] = prev; out[#out + 1] = f
+    end
+  end
+end
+return out
 "#;
 
 /// Extends a lock if it holds exactly `ARGV[1]`. `ARGV[2]`: TTL in ms.
@@ -249,6 +298,8 @@ struct Inner {
     release: Script,
     heartbeat: Script,
     nodes: Script,
+    advance: Script,
+    claim: Script,
     /// This node's latest grant of each lock key, for `release_lock`.
     held: Mutex<HashMap<String, u64>>,
     /// The nodes this handle heartbeats, by ID.
@@ -381,6 +432,8 @@ impl RedisCluster {
                 release: Script::new(RELEASE_LUA),
                 heartbeat: Script::new(HEARTBEAT_LUA),
                 nodes: Script::new(NODES_LUA),
+                advance: Script::new(ADVANCE_LUA),
+                claim: Script::new(CLAIM_LUA),
                 held: Mutex::new(HashMap::new()),
                 registered: Mutex::new(HashMap::new()),
                 heartbeat_task: Mutex::new(None),
@@ -395,6 +448,77 @@ impl RedisCluster {
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
+}
+
+impl RedisCluster {
+    /// Claims `reqs` with one script call (one round trip).
+    async fn claim_batch(&self, reqs: &[FireRequest]) -> Result<Vec<FireClaim>> {
+        let inner = &self.inner;
+        inner.check_open("claim fires")?;
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = inner.claim.prepare_invoke();
+        call.arg(&inner.node_id);
+        for r in reqs {
+            if r.task_id.is_empty() {
+                return Err(invalid("task_id", "a fire's task ID must not be empty"));
+            }
+            if let Some(ttl) = r.run_lock {
+                check_ttl("run_lock", ttl)?;
+            }
+            let lock_key = run_lock_key(&r.task_id);
+            call.key(inner.key(&format!("mark:{}", fire_mark_key(&r.task_id))))
+                .key(inner.key(&format!("lock:{lock_key}")))
+                .key(inner.key(&format!("fence:{lock_key}")))
+                .arg(r.scheduled_ms)
+                .arg(r.run_lock.map_or(0, millis));
+        }
+        let mut con = inner.con.clone();
+        let sent = Instant::now();
+        let out: Vec<String> = call
+            .invoke_async(&mut con)
+            .await
+            .map_err(inner.err(format_args!("claim {} fires", reqs.len())))?;
+        if out.len() != reqs.len() * 3 {
+            return Err(Error::backend(
+                BACKEND,
+                format!("claim fires: {} answers for {} fires", out.len() / 3, reqs.len()),
+            ));
+        }
+        let mut claims = Vec::with_capacity(reqs.len());
+        for (r, a) in reqs.iter().zip(out.chunks(3)) {
+            let key = fire_mark_key(&r.task_id);
+            claims.push(match a[0].as_str() {
+                "taken" => FireClaim::Taken,
+                "busy" => FireClaim::Busy { previous: parse_mark(&key, &a[1])? },
+                _ => {
+                    let previous = parse_mark(&key, &a[1])?;
+                    let guard = match r.run_lock {
+                        None => None,
+                        Some(ttl) => {
+                            let token: u64 = a[2].parse().map_err(|_| {
+                                Error::backend(BACKEND, format!("claim fire: bad token {:?}", a[2]))
+                            })?;
+                            Some(inner.guard(run_lock_key(&r.task_id), token, sent, ttl))
+                        }
+                    };
+                    FireClaim::Won { previous, guard }
+                }
+            });
+        }
+        Ok(claims)
+    }
+}
+
+/// A stored mark: empty for none.
+fn parse_mark(key: &str, s: &str) -> Result<Option<i64>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| Error::backend(BACKEND, format!("mark {key:?} holds {s:?}, not an integer")))
 }
 
 impl Drop for RedisCluster {
@@ -464,6 +588,17 @@ impl Inner {
             .await
             .map_err(self.err(format_args!("release {lock:?}")))?;
         Ok(n == 1)
+    }
+
+    /// The guard of grant `token` of lock `key`, requested at `sent`, with
+    /// its watch running.
+    fn guard(self: &Arc<Self>, key: String, token: u64, sent: Instant, ttl: Duration) -> LockGuard {
+        self.held.lock().unwrap().insert(key.clone(), token);
+        let lock = self.key(&format!("lock:{key}"));
+        let ops: Arc<dyn LeaseOps> = self.clone();
+        let (guard, watch) = LockGuard::new(key, token, lease_deadline(sent, ttl), ops);
+        tokio::spawn(watch_lock(self.clone(), watch, lock, self.value(token), ttl));
+        guard
     }
 
     async fn beat(&self, id: &str, json: &str) -> Result<()> {
@@ -765,6 +900,40 @@ impl Cluster for RedisCluster {
         Ok(out)
     }
 
+    async fn advance_mark(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
+        let inner = &self.inner;
+        inner.check_open("advance mark")?;
+        if key.is_empty() {
+            return Err(invalid("key", "the mark key must not be empty"));
+        }
+        let mut con = inner.con.clone();
+        let (raised, prev): (i64, String) = inner
+            .advance
+            .key(inner.key(&format!("mark:{key}")))
+            .arg(value)
+            .invoke_async(&mut con)
+            .await
+            .map_err(inner.err(format_args!("advance mark {key:?}")))?;
+        if raised == 0 {
+            return Ok(None);
+        }
+        Ok(Some(parse_mark(key, &prev)?))
+    }
+
+    async fn claim_fire(&self, req: &FireRequest) -> Result<FireClaim> {
+        self.claim_fires(std::slice::from_ref(req)).await.pop().expect("one answer per request")
+    }
+
+    async fn claim_fires(&self, reqs: &[FireRequest]) -> Vec<Result<FireClaim>> {
+        match self.claim_batch(reqs).await {
+            Ok(claims) => claims.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                reqs.iter().map(|_| Err(Error::backend(BACKEND, msg.clone()))).collect()
+            }
+        }
+    }
+
     async fn acquire_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockGuard>> {
         let inner = &self.inner;
         inner.check_open("acquire lock")?;
@@ -779,11 +948,7 @@ impl Cluster for RedisCluster {
         else {
             return Ok(None);
         };
-        inner.held.lock().unwrap().insert(key.to_string(), token);
-        let ops: Arc<dyn LeaseOps> = inner.clone();
-        let (guard, watch) = LockGuard::new(key, token, lease_deadline(sent, ttl), ops);
-        tokio::spawn(watch_lock(inner.clone(), watch, lock, inner.value(token), ttl));
-        Ok(Some(guard))
+        Ok(Some(inner.guard(key.to_string(), token, sent, ttl)))
     }
 
     async fn release_lock(&self, key: &str) -> Result<()> {
