@@ -42,6 +42,7 @@
 //! | `PUT /v1/kv/{key}?acquire={session}` / `?release={session}` | locks, leadership, registry |
 //! | `GET /v1/kv/{key}` (`?recurse`, `?index=N&wait=D`) | reads and watches |
 //! | `PUT /v1/kv/{key}`, `DELETE /v1/kv/{key}` | last-seen stamps, broadcast, clean-up |
+//! | `PUT /v1/kv/{key}?cas={index}` | marks ([`Cluster::advance_mark`]) |
 //!
 //! The token, if any, goes in the `X-Consul-Token` header.
 //!
@@ -56,6 +57,7 @@
 //! | `{p}nodes/{id}` | yes | the node's [`NodeInfo`] as JSON: present while the node lives |
 //! | `{p}seen/{id}` | no | the node's [`NodeInfo`] with its last heartbeat (node clock) |
 //! | `{p}bus/{node}/{seq}` | no | a broadcast [`ClusterMessage`] as JSON |
+//! | `{p}marks/{key}` | no | a mark of [`Cluster::advance_mark`], in decimal |
 //!
 //! # How the primitives map
 //!
@@ -83,6 +85,11 @@
 //!   disappears when the session dies); `{p}seen/{id}` is rewritten with each
 //!   heartbeat. A node is online while the first exists, offline after, and
 //!   forgotten `forget_after` after its last heartbeat.
+//! * **Marks**: [`Cluster::advance_mark`] reads the mark and its
+//!   `ModifyIndex`, then writes the new value with `?cas={ModifyIndex}`
+//!   (`?cas=0`, create only, if absent): two round trips. A `false` (another
+//!   node raced it) reads again. For fires, `fire-mark/{task}` holds the
+//!   task's latest claimed fire (ms).
 //! * **Broadcast**: each message is a key `{p}bus/{node}/{seq}`; subscribers
 //!   run a blocking recursive query on `{p}bus/` and deliver new keys in
 //!   `CreateIndex` order (so per sender in the order sent). A sender deletes
@@ -134,8 +141,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lease_deadline, Cluster, ClusterMessage, Leadership, LeadershipCallback, LeaseOps, LeaseWatch,
-    LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    lease_deadline, parse_decimal_mark, Cluster, ClusterMessage, Leadership, LeadershipCallback,
+    LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
 };
 use crate::error::{Error, Result};
 
@@ -655,6 +662,30 @@ impl Inner {
             }
             // Invalidated between the two requests.
             _ => Ok(None),
+        }
+    }
+
+    /// Raises mark `key` to `value`; see [`Cluster::advance_mark`].
+    async fn advance(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
+        let what = format!("advance mark {key:?}");
+        let mark = self.key(&format!("marks/{key}"));
+        let data = value.to_string();
+        loop {
+            let (entries, _) = self.get(&what, &mark, false, 0, Duration::ZERO).await?;
+            let (stored, cas) = match entries.first() {
+                None => (None, 0),
+                Some(e) => {
+                    let stored = parse_decimal_mark(BACKEND, &what, &mark, &e.bytes())?;
+                    (Some(stored), e.modify_index)
+                }
+            };
+            if stored.is_some_and(|s| s >= value) {
+                return Ok(None);
+            }
+            if self.put(&what, &mark, &[("cas", cas.to_string())], data.as_bytes()).await? {
+                return Ok(Some(stored));
+            }
+            // Written meanwhile: look again.
         }
     }
 
@@ -1210,6 +1241,15 @@ impl Cluster for ConsulCluster {
             inner.subscribers.lock().unwrap().push(callback);
         }
         Ok(())
+    }
+
+    async fn advance_mark(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
+        let inner = &self.inner;
+        inner.check_open("advance mark")?;
+        if key.is_empty() {
+            return Err(invalid("key", "the mark key must not be empty"));
+        }
+        inner.advance(key, value).await
     }
 
     async fn close(&self) -> Result<()> {

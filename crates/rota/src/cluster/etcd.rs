@@ -42,6 +42,7 @@
 //! | `{p}node/{id}` | per node, `node_ttl` | the node's [`NodeInfo`] as JSON |
 //! | `{p}seen/{id}` | per node, `forget_after` | the [`NodeInfo`] with its last heartbeat |
 //! | `{p}bus/{node}/{start}-{seq}` | shared, 10 s | a broadcast message as JSON |
+//! | `{p}mark/{key}` | none | a mark of [`Cluster::advance_mark`], as 20 characters (below) |
 //!
 //! A lock is a transaction: if the key's create revision is 0 (it does not
 //! exist), put it with a fresh lease of the lock's TTL. The **fencing token
@@ -66,6 +67,15 @@
 //! `{p}seen/{id}` after `forget_after` (forgotten). Expiry is decided by the
 //! etcd server, so node clocks do not need to agree; `last_seen` is the
 //! heartbeating node's clock.
+//!
+//! A mark is stored so that byte order is numeric order, which etcd's value
+//! comparison can then check: a value `v >= 0` as 20 zero-padded decimal
+//! digits (`00000001733356800000`), a negative one as `-` followed by the
+//! 19 zero-padded digits of `v - i64::MIN`. For fires, `fire-mark/{task}`
+//! holds the task's latest claimed fire (ms). [`Cluster::advance_mark`] is
+//! one transaction (one round trip): if the stored value is lower, put the
+//! new one (returning the previous one); else, in a nested transaction, put
+//! it if the key does not exist (create revision 0), else read it.
 //!
 //! Broadcast puts each message under `{p}bus/` on a short shared lease;
 //! subscribers watch the prefix and receive puts in revision order, so
@@ -287,6 +297,34 @@ fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
     Ok(())
 }
 
+/// A mark as stored: 20 bytes whose byte order is the numeric order.
+fn encode_mark(v: i64) -> String {
+    if v >= 0 {
+        format!("{v:020}")
+    } else {
+        // v - i64::MIN is in 0..=i64::MAX: 19 digits at most.
+        format!("-{:019}", v.wrapping_sub(i64::MIN))
+    }
+}
+
+/// The inverse of [`encode_mark`].
+fn decode_mark(key: &str, bytes: &[u8]) -> Result<i64> {
+    let bad = || {
+        Error::backend(
+            BACKEND,
+            format!("mark {key:?} holds {:?}, not a mark", String::from_utf8_lossy(bytes)),
+        )
+    };
+    let s = std::str::from_utf8(bytes).map_err(|_| bad())?;
+    if s.len() != 20 || !s.as_bytes()[1..].iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    match s.strip_prefix('-') {
+        Some(rest) => rest.parse::<i64>().map(|d| d.wrapping_add(i64::MIN)).map_err(|_| bad()),
+        None => s.parse().map_err(|_| bad()),
+    }
+}
+
 /// `d` in whole seconds, rounded up, at least 1: etcd lease TTLs are seconds.
 fn lease_secs(d: Duration) -> i64 {
     let ms = d.as_millis().div_ceil(1000);
@@ -397,6 +435,10 @@ impl Inner {
 
     fn lock_key(&self, key: &str) -> String {
         self.key(&format!("lock/{key}"))
+    }
+
+    fn mark_key(&self, key: &str) -> String {
+        self.key(&format!("mark/{key}"))
     }
 
     fn check_open(&self, what: &str) -> Result<()> {
@@ -1169,6 +1211,46 @@ impl Cluster for EtcdCluster {
         Ok(())
     }
 
+    async fn advance_mark(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
+        let inner = &self.inner;
+        inner.check_open("advance mark")?;
+        if key.is_empty() {
+            return Err(invalid("key", "the mark key must not be empty"));
+        }
+        let mark = inner.mark_key(key);
+        let stored = encode_mark(value);
+        let put =
+            || TxnOp::put(mark.as_str(), stored.as_str(), Some(PutOptions::new().with_prev_key()));
+        // A value comparison fails on an absent key: the else branch creates it.
+        let create = Txn::new()
+            .when([Compare::create_revision(mark.as_str(), CompareOp::Equal, 0)])
+            .and_then([put()])
+            .or_else([TxnOp::get(mark.as_str(), None)]);
+        let txn = Txn::new()
+            .when([Compare::value(mark.as_str(), CompareOp::Less, stored.as_str())])
+            .and_then([put()])
+            .or_else([TxnOp::txn(create)]);
+        let mut client = inner.client.clone();
+        let resp = inner.timed(format!("advance mark {key:?}"), client.txn(txn)).await?;
+        let bad = || Error::backend(BACKEND, format!("advance mark {key:?}: bad reply"));
+        let (raised, ops) = match resp.op_responses().pop() {
+            Some(TxnOpResponse::Txn(create)) if !resp.succeeded() => {
+                (create.succeeded(), create.op_responses())
+            }
+            Some(op) if resp.succeeded() => (true, vec![op]),
+            _ => return Err(bad()),
+        };
+        if !raised {
+            return Ok(None);
+        }
+        match ops.first() {
+            Some(TxnOpResponse::Put(p)) => {
+                p.prev_key().map(|kv| decode_mark(key, kv.value())).transpose().map(Some)
+            }
+            _ => Err(bad()),
+        }
+    }
+
     async fn close(&self) -> Result<()> {
         let inner = &self.inner;
         inner.closed.cancel();
@@ -1182,5 +1264,24 @@ impl Cluster for EtcdCluster {
             let _ = task.await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_sort_as_bytes_in_numeric_order() {
+        let values = [i64::MIN, i64::MIN + 1, -1_000, -1, 0, 1, 9, 10, 1_733_356_800_000, i64::MAX];
+        let encoded: Vec<String> = values.iter().map(|&v| encode_mark(v)).collect();
+        for (v, e) in values.iter().zip(&encoded) {
+            assert_eq!(e.len(), 20, "{e}");
+            assert_eq!(decode_mark("k", e.as_bytes()).unwrap(), *v);
+        }
+        assert!(encoded.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()), "{encoded:?}");
+        assert_eq!(encode_mark(42), "00000000000000000042");
+        assert!(decode_mark("k", b"42").is_err());
+        assert!(decode_mark("k", b"-0000000000000000x42").is_err());
     }
 }

@@ -449,6 +449,18 @@ pub fn run_lock_key(task_id: &str) -> String {
     format!("run/{task_id}")
 }
 
+/// A mark kept as decimal text (the ZooKeeper and Consul backends): its
+/// integer, or a `backend` error saying `what` found at `place`.
+#[cfg(any(feature = "cluster-zookeeper", feature = "cluster-consul"))]
+fn parse_decimal_mark(backend: &str, what: &str, place: &str, bytes: &[u8]) -> Result<i64> {
+    std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        Error::backend(
+            backend,
+            format!("{what}: {place} holds {:?}, not an integer", String::from_utf8_lossy(bytes)),
+        )
+    })
+}
+
 /// The seed's `Cluster`: node registry, locks, leader election and broadcast.
 ///
 /// Object safe: use it as `Arc<dyn Cluster>`.

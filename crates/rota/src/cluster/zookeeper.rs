@@ -43,11 +43,13 @@
 //! | `{r}/nodes/{id}` | ephemeral | a live node's [`NodeInfo`] JSON |
 //! | `{r}/seen/{id}` | persistent | the same JSON, rewritten at every heartbeat: its `mtime` is the last heartbeat |
 //! | `{r}/bus/m-{ms}-{seq}` | persistent sequential | a broadcast message as JSON |
+//! | `{r}/marks/{key}` | persistent | a mark of [`Cluster::advance_mark`], in decimal |
 //!
 //! `{s}-{n}` is the session ID (hex) and a counter: a node whose creation
 //! reply was lost (connection loss) is found again by this prefix and deleted,
-//! so it cannot hold a lock nobody knows of. Lock keys are escaped into one
-//! znode name (`%` → `%25`, `/` → `%2F`, control characters as `%XX`).
+//! so it cannot hold a lock nobody knows of. Lock and mark keys are escaped
+//! into one znode name (`%` → `%25`, `/` → `%2F`, control characters as
+//! `%XX`).
 //!
 //! * **Locks**: the ephemeral-sequential recipe. [`Cluster::acquire_lock`]
 //!   tries once: if the key has contenders it answers `None` at once;
@@ -90,6 +92,11 @@
 //!   from the last message it delivered: nothing is missed as long as the
 //!   message is younger than `bus_retention`. Senders delete messages older
 //!   than `bus_retention` (judged by the sender clock in the name).
+//! * **Marks**: [`Cluster::advance_mark`] reads the mark's data and version,
+//!   then writes the new value with `setData` on that version, or `create`s
+//!   the mark if it was absent (two round trips); a `BadVersion` or
+//!   `NodeExists` (another node raced it) reads again. For fires,
+//!   `fire-mark/{task}` holds the task's latest claimed fire (ms).
 //! * **Session expiry**: a background task connects a new session when the
 //!   old one expires; heartbeats then create the registry nodes again, the
 //!   election runs again and subscribers go on with the new session. Locks
@@ -132,8 +139,8 @@ use tokio_util::sync::CancellationToken;
 use zk::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
 use super::{
-    lease_deadline, Cluster, ClusterMessage, Leadership, LeadershipCallback, LeaseOps, LeaseWatch,
-    LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    lease_deadline, parse_decimal_mark, Cluster, ClusterMessage, Leadership, LeadershipCallback,
+    LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
 };
 use crate::error::{Error, Result};
 
@@ -376,7 +383,7 @@ impl ZookeeperCluster {
         let servers = servers.join(",");
         let client = connect(&servers, config.session_timeout, config.connect_timeout).await?;
         let session_timeout = client.session_timeout();
-        for dir in ["locks", "election", "nodes", "seen", "bus"] {
+        for dir in ["locks", "election", "nodes", "seen", "bus", "marks"] {
             let path = format!("{root}/{dir}");
             let made =
                 tokio::time::timeout(config.connect_timeout, client.mkdir(&path, &PERSISTENT));
@@ -578,6 +585,47 @@ impl Inner {
                 }
             }
             Err(e) => Err(self.err(&what, e)),
+        }
+    }
+
+    /// Raises mark `key` to `value`; see [`Cluster::advance_mark`].
+    async fn advance(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
+        let what = format!("advance mark {key:?}");
+        let client = self.client("advance mark")?;
+        let path = self.path(&format!("marks/{}", escape_name(key)));
+        let data = value.to_string();
+        loop {
+            let found = match client.get_data(&path).await {
+                Ok((bytes, stat)) => {
+                    Some((parse_decimal_mark(BACKEND, &what, &path, &bytes)?, stat.version))
+                }
+                Err(zk::Error::NoNode) => None,
+                Err(e) => return Err(self.err(&what, e)),
+            };
+            match found {
+                Some((stored, _)) if stored >= value => return Ok(None),
+                Some((stored, version)) => {
+                    match client.set_data(&path, data.as_bytes(), Some(version)).await {
+                        Ok(_) => return Ok(Some(Some(stored))),
+                        // Raised (or deleted) meanwhile: look again.
+                        Err(zk::Error::BadVersion | zk::Error::NoNode) => {}
+                        Err(e) => return Err(self.err(&what, e)),
+                    }
+                }
+                None => match client.create(&path, data.as_bytes(), &PERSISTENT).await {
+                    Ok(_) => return Ok(Some(None)),
+                    // Created meanwhile: look again.
+                    Err(zk::Error::NodeExists) => {}
+                    // The root's `marks` is gone (deleted under us).
+                    Err(zk::Error::NoNode) => {
+                        client
+                            .mkdir(&self.path("marks"), &PERSISTENT)
+                            .await
+                            .map_err(|e| self.err(&what, e))?;
+                    }
+                    Err(e) => return Err(self.err(&what, e)),
+                },
+            }
         }
     }
 
@@ -1205,6 +1253,15 @@ impl Cluster for ZookeeperCluster {
             *task = Some(handle);
         }
         Ok(())
+    }
+
+    async fn advance_mark(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
+        let inner = &self.inner;
+        inner.check_open("advance mark")?;
+        if key.is_empty() {
+            return Err(invalid("key", "the mark key must not be empty"));
+        }
+        inner.advance(key, value).await
     }
 
     async fn close(&self) -> Result<()> {

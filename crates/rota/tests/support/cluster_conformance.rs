@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rota::cluster::{Cluster, ClusterMessage, Leadership, NodeInfo, NodeStatus};
+use rota::cluster::{
+    Cluster, ClusterMessage, FireClaim, FireRequest, Leadership, LockGuard, NodeInfo, NodeStatus,
+};
 use rota::{Error, ErrorKind};
 
 /// A boxed, sendable future.
@@ -424,6 +426,188 @@ pub async fn every_subscriber_gets_every_message_in_order_per_sender(f: Fixture,
     println!("{all} messages to 3 subscribers in {took:?}");
 }
 
+/// Runs `call` on every node at once (each on a task of its own), and
+/// returns the answers in node order.
+async fn on_all<T, Fut>(
+    clusters: &[Arc<dyn Cluster>],
+    call: impl Fn(Arc<dyn Cluster>) -> Fut,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = clusters.iter().map(|c| tokio::spawn(call(c.clone()))).collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+pub async fn marks_advance_once(f: Fixture, _p: Params) {
+    const ROUNDS: i64 = 200;
+    let clusters = f.nodes(3).await;
+    // A key with '/' in it, as fire marks have.
+    let key = "race/mark";
+    let start = Instant::now();
+    for round in 0..ROUNDS {
+        let answers =
+            on_all(&clusters, |c| async move { c.advance_mark(key, round).await.unwrap() }).await;
+        let winners: Vec<Option<i64>> = answers.iter().filter_map(|a| *a).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        let expected = if round == 0 { None } else { Some(round - 1) };
+        assert_eq!(winners[0], expected, "round {round}: {answers:?}");
+        let other = &clusters[round as usize % 3];
+        assert_eq!(other.advance_mark(key, round).await.unwrap(), None, "round {round}, equal");
+        if round > 0 {
+            assert_eq!(other.advance_mark(key, round - 1).await.unwrap(), None, "round {round}");
+        }
+    }
+    let took = start.elapsed();
+
+    // Any i64, negative ones included, in order; keys are independent.
+    let a = &clusters[0];
+    assert_eq!(a.advance_mark("neg", -5).await.unwrap(), Some(None));
+    assert_eq!(a.advance_mark("neg", -10).await.unwrap(), None);
+    assert_eq!(a.advance_mark("neg", -5).await.unwrap(), None);
+    assert_eq!(a.advance_mark("neg", -4).await.unwrap(), Some(Some(-5)));
+    assert_eq!(a.advance_mark("neg", 3).await.unwrap(), Some(Some(-4)));
+    assert_eq!(a.advance_mark("neg", i64::MAX).await.unwrap(), Some(Some(3)));
+    assert_eq!(a.advance_mark("neg", i64::MAX).await.unwrap(), None);
+    assert_eq!(a.advance_mark("min", i64::MIN).await.unwrap(), Some(None));
+    assert_eq!(a.advance_mark("min", i64::MIN).await.unwrap(), None);
+    assert_eq!(clusters[1].advance_mark(key, ROUNDS).await.unwrap(), Some(Some(ROUNDS - 1)));
+    close_all(&clusters).await;
+    println!("{ROUNDS} rounds of 3 racing advances in {took:?}");
+}
+
+pub async fn each_fire_is_claimed_by_one_node(f: Fixture, _p: Params) {
+    const TASKS: usize = 4;
+    const FIRES: usize = 300;
+    const BASE: i64 = 1_733_356_800_000;
+    let ttl = Duration::from_secs(30);
+    let clusters = f.nodes(3).await;
+    // Tasks 0 and 1 skip overlapping runs (a run lock); task 1's runs are
+    // held through the next fire, which is then busy.
+    let task_id = |t: usize| format!("job/{t}");
+    let locked = |t: usize| t < 2;
+    let at = |t: usize, i: usize| BASE + i as i64 * 60_000 + t as i64;
+    let mut previous: [Option<i64>; TASKS] = [None; TASKS];
+    let mut tokens = [0u64; TASKS];
+    let mut held: Vec<Option<LockGuard>> = (0..TASKS).map(|_| None).collect();
+    let (mut won, mut busy) = (0, 0);
+    let start = Instant::now();
+    // One batch per fire index, with one fire of each task (fires of one
+    // task are claimed in order).
+    for i in 0..FIRES / TASKS {
+        let batch: Vec<FireRequest> = (0..TASKS)
+            .map(|t| FireRequest {
+                task_id: task_id(t),
+                scheduled_ms: at(t, i),
+                run_lock: locked(t).then_some(ttl),
+            })
+            .collect();
+        let answers = on_all(&clusters, |c| {
+            let batch = batch.clone();
+            async move {
+                let claims = c.claim_fires(&batch).await;
+                claims.into_iter().map(Result::unwrap).collect::<Vec<_>>()
+            }
+        })
+        .await;
+        let mut per_task: Vec<Vec<FireClaim>> = (0..TASKS).map(|_| Vec::new()).collect();
+        for node_claims in answers {
+            assert_eq!(node_claims.len(), TASKS);
+            for (t, claim) in node_claims.into_iter().enumerate() {
+                per_task[t].push(claim);
+            }
+        }
+        for (t, claims) in per_task.into_iter().enumerate() {
+            let what = format!("fire {i} of task {t}: {claims:?}");
+            let winners: Vec<&FireClaim> =
+                claims.iter().filter(|c| !matches!(c, FireClaim::Taken)).collect();
+            assert_eq!(winners.len(), 1, "{what}");
+            let prev = match winners[0] {
+                FireClaim::Won { previous, guard } => {
+                    won += 1;
+                    assert!(held[t].is_none(), "won while a run holds the lock: {what}");
+                    assert_eq!(guard.is_some(), locked(t), "{what}");
+                    if let Some(guard) = guard {
+                        assert!(guard.token() > tokens[t], "token after {}: {what}", tokens[t]);
+                        tokens[t] = guard.token();
+                    }
+                    *previous
+                }
+                FireClaim::Busy { previous } => {
+                    busy += 1;
+                    assert!(held[t].is_some(), "busy without a run holding the lock: {what}");
+                    *previous
+                }
+                FireClaim::Taken => unreachable!(),
+            };
+            assert_eq!(prev, previous[t], "{what}");
+            previous[t] = Some(at(t, i));
+            // The run ends, except that task 1's holds its lock through
+            // the next fire.
+            for claim in claims {
+                let FireClaim::Won { guard: Some(guard), .. } = claim else { continue };
+                if t == 1 {
+                    held[t] = Some(guard);
+                } else {
+                    assert!(guard.release().await.unwrap(), "task {t}'s run lock was not held");
+                }
+            }
+        }
+        if i % 2 == 1 {
+            let guard = held[1].take().expect("task 1's run");
+            assert!(guard.release().await.unwrap(), "task 1's run lock was not held");
+        }
+    }
+    let took = start.elapsed();
+    assert_eq!(won + busy, FIRES);
+    assert_eq!(busy, FIRES / TASKS / 2, "busy fires");
+    if let Some(guard) = held[1].take() {
+        guard.release().await.unwrap();
+    }
+
+    // An old fire, or one claimed already, is taken everywhere.
+    for c in &clusters {
+        let req = FireRequest { task_id: task_id(0), scheduled_ms: at(0, 3), run_lock: Some(ttl) };
+        assert!(matches!(c.claim_fire(&req).await.unwrap(), FireClaim::Taken));
+        let last = FIRES / TASKS - 1;
+        let req = FireRequest { task_id: task_id(2), scheduled_ms: at(2, last), run_lock: None };
+        assert!(matches!(c.claim_fire(&req).await.unwrap(), FireClaim::Taken));
+    }
+
+    // Explicitly: a run still holding the lock makes the next fire busy on
+    // another node; released, the fire after is won with a newer token.
+    let (a, b, c) = (&clusters[0], &clusters[1], &clusters[2]);
+    let fire =
+        |ms: i64| FireRequest { task_id: "solo".into(), scheduled_ms: ms, run_lock: Some(ttl) };
+    let FireClaim::Won { previous: None, guard: Some(run) } =
+        a.claim_fire(&fire(BASE)).await.unwrap()
+    else {
+        panic!("the first fire was not won with a guard");
+    };
+    match b.claim_fire(&fire(BASE + 1_000)).await.unwrap() {
+        FireClaim::Busy { previous } => assert_eq!(previous, Some(BASE)),
+        other => panic!("expected busy, got {other:?}"),
+    }
+    assert!(matches!(c.claim_fire(&fire(BASE + 1_000)).await.unwrap(), FireClaim::Taken));
+    let token = run.token();
+    assert!(run.release().await.unwrap());
+    match c.claim_fire(&fire(BASE + 2_000)).await.unwrap() {
+        FireClaim::Won { previous, guard: Some(guard) } => {
+            assert_eq!(previous, Some(BASE + 1_000));
+            assert!(guard.token() > token, "token {} after {token}", guard.token());
+            assert!(guard.release().await.unwrap());
+        }
+        other => panic!("expected won with a guard, got {other:?}"),
+    }
+    close_all(&clusters).await;
+    println!("{FIRES} fires claimed by 3 nodes in {took:?}: {won} won, {busy} busy");
+}
+
 pub async fn bad_input_fails_clearly(f: Fixture, _p: Params) {
     let cluster = (f.connect)("n".into()).await;
     let err = cluster.acquire_lock("", Duration::from_secs(1)).await.unwrap_err();
@@ -437,8 +621,12 @@ pub async fn bad_input_fails_clearly(f: Fixture, _p: Params) {
     assert_eq!(invalid_field(&err), "ttl", "{err}");
     let err = cluster.register(NodeInfo::new("", "h", 1)).await.unwrap_err();
     assert_eq!(invalid_field(&err), "node_id", "{err}");
+    let err = cluster.advance_mark("", 1).await.unwrap_err();
+    assert_eq!(invalid_field(&err), "key", "{err}");
     cluster.close().await.unwrap();
     let err = cluster.acquire_lock("k", Duration::from_secs(1)).await.unwrap_err();
+    assert!(err.to_string().contains("closed"), "{err}");
+    let err = cluster.advance_mark("k", 1).await.unwrap_err();
     assert!(err.to_string().contains("closed"), "{err}");
 }
 
@@ -459,6 +647,8 @@ macro_rules! cluster_conformance {
                 nodes_appear_go_offline_when_closed_and_are_forgotten,
                 every_subscriber_gets_every_message_in_order_per_sender,
                 bad_input_fails_clearly,
+                marks_advance_once,
+                each_fire_is_claimed_by_one_node,
             );
         }
     };
