@@ -1,9 +1,11 @@
 //! `[cluster]`: connects the daemon to its cluster backend.
 //!
-//! The backend's timings come from the section: leadership (and, on
-//! ZooKeeper and Consul, session) TTL = `election_timeout`; a node shows
-//! offline after three `heartbeat_interval`s without a heartbeat (etcd rounds
-//! this up to whole seconds); offline nodes are forgotten after ten times
+//! The backend's timings come from the section: leadership TTL (Consul:
+//! session TTL) = `election_timeout`; a node shows offline after three
+//! `heartbeat_interval`s without a heartbeat (etcd rounds this up to whole
+//! seconds); on ZooKeeper, whose session carries both leadership and
+//! registration, the session timeout is the smaller of the two (the server
+//! clamps it to 2-20 ticks). Offline nodes are forgotten after ten times
 //! that. Every node of one cluster uses the same `namespace`.
 
 use std::sync::Arc;
@@ -77,7 +79,8 @@ async fn zookeeper(c: &ClusterSection, node: &str, ns: &str) -> anyhow::Result<A
         servers: c.endpoints.clone(),
         node_id: node.into(),
         root: format!("/{ns}/cluster"),
-        session_timeout: c.election_timeout,
+        // The session carries both leadership and registration.
+        session_timeout: c.election_timeout.min(node_ttl(c)),
         forget_after: c.election_timeout.max(node_ttl(c)) * 10,
         ..ZookeeperClusterConfig::default()
     };

@@ -690,9 +690,7 @@ impl Checker<'_> {
                 }
             },
         }
-        for (key, slot) in [
-            ("node_id", &mut c.node_id),
-        ] {
+        for (key, slot) in [("node_id", &mut c.node_id)] {
             if let Some(v) = t.get(key) {
                 match self.string(v, &format!("[cluster] {key}")) {
                     Some(s) if !s.trim().is_empty() => *slot = Some(s),
@@ -745,9 +743,10 @@ impl Checker<'_> {
                 }
             }
         }
-        for (key, slot) in
-            [("distribute_tasks", &mut c.distribute_tasks), ("leader_election", &mut c.leader_election)]
-        {
+        for (key, slot) in [
+            ("distribute_tasks", &mut c.distribute_tasks),
+            ("leader_election", &mut c.leader_election),
+        ] {
             if let Some(v) = t.get(key) {
                 match self.boolean(v, &format!("[cluster] {key}")) {
                     Some(b) => *slot = b,
@@ -1321,22 +1320,37 @@ distribute_tasks = true
 
     #[test]
     fn cluster_errors_name_the_key_and_line() {
-        let errs = parse(
-            "[cluster]\nbackend = \"mongo\"\nendpoints = []\n",
-        )
-        .unwrap_err();
+        let errs = parse("[cluster]\nbackend = \"mongo\"\nendpoints = []\n").unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].line, 2);
-        assert!(errs[0].message.contains("[cluster] backend: \"mongo\" is not a backend"), "{errs:?}");
+        assert!(
+            errs[0].message.contains("[cluster] backend: \"mongo\" is not a backend"),
+            "{errs:?}"
+        );
         let errs = parse(
             "[cluster]\nbackend = \"etcd\"\nendpoints = []\nelection_timeout = \"10ms\"\nleader_election = 1\nport = 3\n",
         )
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| format!("{}: {}", e.line, e.message)).collect();
-        assert!(text.iter().any(|e| e.starts_with("3: [cluster] endpoints: expected a non-empty list")), "{text:?}");
-        assert!(text.iter().any(|e| e.starts_with("4: [cluster] election_timeout: 10ms is too short (at least 1s)")), "{text:?}");
-        assert!(text.iter().any(|e| e.starts_with("5: [cluster] leader_election: expected true or false")), "{text:?}");
-        assert!(text.iter().any(|e| e.starts_with("6: [cluster]: unknown key \"port\"")), "{text:?}");
+        assert!(
+            text.iter().any(|e| e.starts_with("3: [cluster] endpoints: expected a non-empty list")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e
+                    .starts_with("4: [cluster] election_timeout: 10ms is too short (at least 1s)")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.starts_with("5: [cluster] leader_election: expected true or false")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|e| e.starts_with("6: [cluster]: unknown key \"port\"")),
+            "{text:?}"
+        );
         let errs = parse("[cluster]\nendpoints = [\"x\"]\n").unwrap_err();
         assert!(errs[0].message.contains("[cluster] backend: missing"), "{errs:?}");
     }

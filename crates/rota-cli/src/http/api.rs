@@ -307,7 +307,7 @@ pub(crate) async fn nodes(
     }
     let status = state.scheduler.status();
     let started_at = status.started_at.unwrap_or_else(|| state.scheduler.stats().created_at);
-    Json(json!([{
+    Ok(Json(json!([{
         "id": state.node_id,
         "address": addr.map(|Extension(LocalAddr(a))| a.to_string()),
         "status": "leader",

@@ -119,14 +119,60 @@ impl FakeConsul {
             store: Mutex::new(Store { index: 1, ..Store::default() }),
             changed: tokio::sync::watch::channel(1).0,
         });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tasks = Self::serve(shared.clone(), listener);
+        FakeConsul { addr, shared, tasks }
+    }
+
+    /// Test knob: stops serving (every connection is dropped, requests are
+    /// refused) for `down`, then serves again on the same address with the
+    /// same data, as a Consul server restarts with its Raft state. Session
+    /// TTLs are reset on the way back, as a new Consul leader resets them.
+    pub async fn restart_after(&mut self, down: Duration) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        tokio::time::sleep(down).await;
+        {
+            let mut store = self.shared.store.lock().unwrap();
+            let now = Instant::now();
+            for session in store.sessions.values_mut() {
+                if let Some(ttl) = session.ttl {
+                    session.expires = Some(now + ttl * self.shared.opts.ttl_multiplier);
+                }
+            }
+        }
+        let mut listener = None;
+        for _ in 0..100 {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let listener = listener.expect("rebind the fake's address");
+        self.tasks = Self::serve(self.shared.clone(), listener);
+    }
+
+    /// [`restart_after`](Self::restart_after) with 300 ms down.
+    pub async fn restart(&mut self) {
+        self.restart_after(Duration::from_millis(300)).await;
+    }
+
+    fn serve(
+        shared: Arc<Shared>,
+        listener: tokio::net::TcpListener,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let app = Router::new()
             .route("/v1/session/create", put(session_create))
             .route("/v1/session/renew/{id}", put(session_renew))
             .route("/v1/session/destroy/{id}", put(session_destroy))
             .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -137,7 +183,7 @@ impl FakeConsul {
                 reaper_shared.reap();
             }
         });
-        FakeConsul { addr, shared, tasks: vec![server, reaper] }
+        vec![server, reaper]
     }
 
     /// `http://127.0.0.1:port`.
