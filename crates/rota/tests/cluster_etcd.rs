@@ -21,6 +21,7 @@
 mod support;
 
 use support::cluster_conformance::{eventually, invalid_field, Fixture, Params};
+use support::servers::{Kind, PrivateServer};
 use support::tcp_proxy::Proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -143,79 +144,9 @@ async fn bad_config_fails_clearly_and_fast() {
     assert!(start.elapsed() < timeout + Duration::from_millis(500), "{:?}", start.elapsed());
 }
 
-/// A private `etcd` on free ports with its own data directory, killed on
-/// drop. Unlike Redis, etcd keeps its data (and leases) across a restart.
-struct PrivateServer {
-    port: u16,
-    peer_port: u16,
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-fn free_port() -> Option<u16> {
-    Some(std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port())
-}
-
-impl PrivateServer {
-    /// `None` if there is no `etcd` to run.
-    fn start() -> Option<PrivateServer> {
-        let (port, peer_port) = (free_port()?, free_port()?);
-        let dir =
-            std::env::temp_dir().join(format!("rota-etcd-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let mut server = PrivateServer { port, peer_port, dir, child: None };
-        server.spawn().then_some(server)
-    }
-
-    fn spawn(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = std::process::Command::new("etcd")
-            .args(["--logger=zap", "--log-level=error", "--name", "n0", "--data-dir"])
-            .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("n0={peer}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        for _ in 0..200 {
-            let ok = std::process::Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints=127.0.0.1:{}", self.port))
-                .args(["endpoint", "health"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_recovers_after_the_server_restarts() {
-    let Some(mut server) = PrivateServer::start() else {
+    let Some(mut server) = PrivateServer::start(Kind::Etcd) else {
         println!("skipped: no etcd to start");
         return;
     };
@@ -223,7 +154,7 @@ async fn everything_recovers_after_the_server_restarts() {
     let mut clusters = Vec::new();
     for i in 0..3 {
         let config = EtcdClusterConfig {
-            endpoints: vec![format!("127.0.0.1:{}", server.port)],
+            endpoints: vec![server.addr()],
             ..config(&prefix, &format!("node-{i}"))
         };
         clusters.push(Arc::new(EtcdCluster::new(config).await.unwrap()));
@@ -252,7 +183,7 @@ async fn everything_recovers_after_the_server_restarts() {
     let restart = Instant::now();
     server.kill();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(server.spawn(), "etcd did not restart");
+    assert!(server.restart(), "etcd did not restart");
     let restarted = restart.elapsed();
 
     // Heartbeats keep (or put back) the nodes online.

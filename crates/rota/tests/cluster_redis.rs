@@ -2,8 +2,9 @@
 //! conformance suite (`support/cluster_conformance.rs`: mutual exclusion with
 //! fencing tokens, lock expiry, leader election and failover, the node
 //! registry, broadcast, bad input), then Redis's own tests: config validation
-//! and two faults: the server restarted empty
-//! (a private `redis-server` on a free port, skipped if there is none) and
+//! and three faults: the server restarted empty, a persistent server (AOF,
+//! fsync always) restarted with claims, run locks and marks kept (each on a
+//! private `redis-server` on a free port, skipped if there is none) and
 //! every connection dropped by a TCP proxy while nodes contend for a lock.
 //!
 //! Needs a server at `127.0.0.1:6379` (or `ROTA_TEST_REDIS_ADDR`, as
@@ -18,6 +19,7 @@
 mod support;
 
 use support::cluster_conformance::{eventually, invalid_field, Fixture, Params};
+use support::servers::{Kind, PrivateServer};
 use support::tcp_proxy::Proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rota::cluster::{
-    Cluster, ClusterMessage, Leadership, NodeInfo, NodeStatus, RedisCluster, RedisClusterConfig,
+    Cluster, ClusterMessage, FireClaim, FireRequest, Leadership, NodeInfo, NodeStatus,
+    RedisCluster, RedisClusterConfig,
 };
 use rota::ErrorKind;
 
@@ -127,76 +130,17 @@ async fn bad_config_fails_clearly_and_fast() {
     assert!(start.elapsed() < timeout + Duration::from_millis(500), "{:?}", start.elapsed());
 }
 
-/// A private `redis-server` without persistence on a free port, killed on drop.
-struct PrivateServer {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateServer {
-    /// `None` if there is no `redis-server` to run.
-    fn start() -> Option<PrivateServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let dir =
-            std::env::temp_dir().join(format!("rota-cluster-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let mut server = PrivateServer { port, dir, child: None };
-        server.spawn().then_some(server)
-    }
-
-    fn spawn(&mut self) -> bool {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let url = format!("redis://127.0.0.1:{}/0", self.port);
-        for _ in 0..200 {
-            let ok = ::redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| ::redis::cmd("PING").query::<String>(&mut c))
-                .is_ok();
-            if ok {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_recovers_after_the_server_restarts_empty() {
-    let Some(mut server) = PrivateServer::start() else {
+    let Some(mut server) = PrivateServer::start(Kind::RedisEphemeral) else {
         println!("skipped: no redis-server to start");
         return;
     };
     let prefix = unique_prefix();
     let mut clusters = Vec::new();
     for i in 0..3 {
-        let config = RedisClusterConfig {
-            addr: format!("127.0.0.1:{}", server.port),
-            ..config(&prefix, &format!("node-{i}"))
-        };
+        let config =
+            RedisClusterConfig { addr: server.addr(), ..config(&prefix, &format!("node-{i}")) };
         clusters.push(Arc::new(RedisCluster::new(config).await.unwrap()));
     }
     let terms: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -223,7 +167,7 @@ async fn everything_recovers_after_the_server_restarts_empty() {
     let restart = Instant::now();
     server.kill();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(server.spawn(), "redis-server did not restart");
+    assert!(server.restart(), "redis-server did not restart");
 
     // Heartbeats register the nodes again.
     let mut registered = false;
@@ -267,6 +211,69 @@ async fn everything_recovers_after_the_server_restarts_empty() {
     println!("recovered from a server restart in {:?}", restart.elapsed());
     for cluster in &clusters {
         cluster.close().await.unwrap();
+    }
+}
+
+/// With a persistent server (AOF, fsync always) a restart loses no
+/// acknowledged write: a claimed fire stays claimed (exactly once), the run
+/// lock stays held until its TTL, marks are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marks_and_fencing_survive_a_restart_of_a_persistent_server() {
+    let Some(mut server) = PrivateServer::start(Kind::Redis) else {
+        println!("skipped: no redis-server to start");
+        return;
+    };
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for node in ["a", "b"] {
+        let config = RedisClusterConfig { addr: server.addr(), ..config(&prefix, node) };
+        nodes.push(RedisCluster::new(config).await.unwrap());
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Long enough that the lease outlives the restart.
+    let fire = |scheduled_ms| FireRequest {
+        task_id: "t".into(),
+        scheduled_ms,
+        run_lock: Some(Duration::from_secs(10)),
+    };
+    async fn claim(node: &RedisCluster, req: FireRequest) -> FireClaim {
+        node.claim_fires(&[req]).await.pop().expect("one answer per request").unwrap()
+    }
+    let guard = match claim(a, fire(1000)).await {
+        FireClaim::Won { previous: None, guard: Some(guard) } => guard,
+        other => panic!("first claim: {other:?}"),
+    };
+    assert_eq!(a.advance_mark("m", 5).await.unwrap(), Some(None));
+
+    let restart = Instant::now();
+    assert!(tokio::task::block_in_place(|| server.restart()), "redis-server did not restart");
+    let mut back = false;
+    while restart.elapsed() < Duration::from_secs(5) {
+        if b.nodes().await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "no call succeeded after the restart");
+
+    // The fire stays claimed.
+    assert!(matches!(claim(b, fire(1000)).await, FireClaim::Taken));
+    // The next one is B's, but A's run still holds the run lock.
+    let lease_valid = tokio::time::Instant::now() < guard.deadline();
+    match claim(b, fire(2000)).await {
+        FireClaim::Busy { previous: Some(1000) } if lease_valid => {}
+        FireClaim::Won { previous: Some(1000), guard: Some(new) } if !lease_valid => {
+            assert!(new.token() > guard.token(), "token {} after {}", new.token(), guard.token());
+        }
+        other => panic!("second claim (A's lease valid: {lease_valid}): {other:?}"),
+    }
+    // The mark is kept.
+    assert_eq!(b.advance_mark("m", 5).await.unwrap(), None);
+    assert_eq!(b.advance_mark("m", 6).await.unwrap(), Some(Some(5)));
+    println!("claims, run lock and marks kept across a restart ({:?})", restart.elapsed());
+    for node in &nodes {
+        node.close().await.unwrap();
     }
 }
 

@@ -20,6 +20,7 @@
 mod support;
 
 use support::cluster_conformance::{eventually, invalid_field, Fixture, Params};
+use support::servers::{Kind, PrivateServer};
 use support::tcp_proxy::Proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -422,92 +423,9 @@ async fn locks_stay_exclusive_and_everything_recovers_when_connections_drop() {
     }
 }
 
-/// A private ZooKeeper (standalone, `tickTime=500`) on a free port, with a
-/// data directory that survives restarts; killed on drop.
-struct PrivateServer {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateServer {
-    /// `None` if there is no ZooKeeper (Debian's `libzookeeper-java`) to run.
-    fn start() -> Option<PrivateServer> {
-        let java = std::path::Path::new("/usr/share/java");
-        if !java.join("zookeeper.jar").exists() {
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let dir = std::env::temp_dir().join(format!("rota-zk-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(dir.join("data")).ok()?;
-        let cfg = format!(
-            "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-             admin.enableServer=false\n4lw.commands.whitelist=srvr\n",
-            dir.join("data").display()
-        );
-        std::fs::write(dir.join("zoo.cfg"), cfg).ok()?;
-        let mut server = PrivateServer { port, dir, child: None };
-        server.spawn().then_some(server)
-    }
-
-    fn spawn(&mut self) -> bool {
-        let java = std::path::Path::new("/usr/share/java");
-        let mut classpath = java.join("zookeeper.jar").display().to_string();
-        for jar in ["zookeeper-jute.jar", "slf4j-api.jar", "slf4j-simple.jar"] {
-            if java.join(jar).exists() {
-                classpath.push(':');
-                classpath.push_str(&java.join(jar).display().to_string());
-            }
-        }
-        let child = std::process::Command::new("java")
-            .args(["-Xmx128m", "-XX:+UseSerialGC", "-cp", &classpath])
-            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-            .arg(self.dir.join("zoo.cfg"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.ready() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn ready(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut answer = String::new();
-        s.write_all(b"srvr").is_ok()
-            && s.read_to_string(&mut answer).is_ok()
-            && answer.contains("Mode: standalone")
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_recovers_after_the_server_restarts() {
-    let Some(mut server) = PrivateServer::start() else {
+    let Some(mut server) = PrivateServer::start(Kind::Zookeeper) else {
         println!("skipped: no ZooKeeper to start");
         return;
     };
@@ -515,7 +433,7 @@ async fn everything_recovers_after_the_server_restarts() {
     let mut clusters = Vec::new();
     for i in 0..3 {
         let config = ZookeeperClusterConfig {
-            servers: vec![format!("127.0.0.1:{}", server.port)],
+            servers: vec![server.addr()],
             ..config(&root, &format!("node-{i}"))
         };
         clusters.push(Arc::new(ZookeeperCluster::new(config).await.unwrap()));
@@ -548,7 +466,7 @@ async fn everything_recovers_after_the_server_restarts() {
     server.kill();
     // The holder is told at once: the connection is gone.
     tokio::time::timeout(Duration::from_secs(2), old.lost()).await.expect("old guard not told");
-    assert!(server.spawn(), "zookeeper did not restart");
+    assert!(server.restart(), "zookeeper did not restart");
     let restarted_in = restart.elapsed();
 
     // Registered again, one leader with a new term, the lock free again and
