@@ -284,8 +284,10 @@ async fn racing_nodes_run_each_fire_once_and_count_unclaimed_fires_as_missed() {
     assert_eq!(missed, 0);
 
     // Every node is paused for 3 s of the schedule (no node claims those
-    // fires), then resumed: the first claim of each task afterwards counts
-    // the fires no node claimed.
+    // fires), then resumed at the instant of the third. The first is past
+    // its misfire grace (1 s); the last two are within it and run. The
+    // claim of the second finds the first unclaimed and counts it, once
+    // for the whole cluster.
     for n in &c.nodes {
         n.pause().await.unwrap();
     }
@@ -293,16 +295,27 @@ async fn racing_nodes_run_each_fire_once_and_count_unclaimed_fires_as_missed() {
         c.clock.advance(Duration::from_secs(1));
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = c.handled(|_| true);
     for n in &c.nodes {
         n.resume().await.unwrap();
     }
-    // The next fire of each task is claimed by one node, which finds the
-    // three fires in between unclaimed and counts them, once per cluster.
-    c.step(20 + 20 * 3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.handled(|_| true) < before + 20 * 2 + 20 {
+        assert!(std::time::Instant::now() < deadline, "resumed fires not handled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for n in &c.nodes {
+        n.scheduler().wait_idle().await;
+    }
+    c.step(20).await;
     assert_each_fire_ran_once(&c.runs);
-    assert_eq!(c.total_runs(), 220);
+    // The two fires due at the resume run back to back on different nodes:
+    // one may find the other's run lock still held and skip (overlap).
+    let skipped: i64 = c.nodes.iter().map(|n| n.stats().skipped_fires).sum();
+    assert_eq!(c.total_runs() as i64 + skipped, 260);
+    assert!(skipped <= 20, "{skipped} skipped");
     let missed: i64 = c.nodes.iter().map(|n| n.stats().missed_fires).sum();
-    assert_eq!(missed, 60);
+    assert_eq!(missed, 20);
     c.stop().await;
 }
 
@@ -331,8 +344,21 @@ async fn a_node_that_leaves_stops_getting_fires_and_lost_ones_are_counted() {
         c.clock.advance(Duration::from_secs(1));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while c.total_runs() < runs_before + 30 {
-            assert!(std::time::Instant::now() < deadline, "fires not run by the others");
+            if std::time::Instant::now() > deadline {
+                for n in &c.nodes {
+                    eprintln!("{}: {:?} {:?}", n.node_id(), n.stats(), n.distributed_stats());
+                    eprintln!(
+                        "  known: {:?}",
+                        n.known_nodes().iter().map(|k| (&k.id, k.status)).collect::<Vec<_>>()
+                    );
+                }
+                panic!("fires not run by the others: {} of 30", c.total_runs() - runs_before);
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Runs release their run locks before the next fire is claimed.
+        for n in &c.nodes[..2] {
+            n.scheduler().wait_idle().await;
         }
     }
     for n in &c.nodes[..2] {
@@ -449,4 +475,94 @@ async fn bad_config_is_refused_with_the_field() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("lock_timeout"), "{err}");
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shared_store_a_task_added_on_one_node_is_run_by_the_cluster() {
+    use rota::{RedisOptions, RedisStore};
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let clock = Arc::new(ManualClock::new(start_instant()));
+    let runs: Runs = Arc::default();
+    let mut nodes = Vec::new();
+    let mut handlers = Vec::new();
+    for i in 0..3 {
+        let id = format!("node-{i}");
+        let store = RedisStore::connect_with(
+            &format!("redis://{}/0", addr()),
+            RedisOptions { prefix: format!("{prefix}store:"), ..Default::default() },
+        )
+        .await
+        .unwrap();
+        let r = runs.clone();
+        let handler = FuncHandler::new("shared", move |ctx| {
+            let r = r.clone();
+            async move {
+                r.lock()
+                    .unwrap()
+                    .entry((ctx.task_id().to_string(), ctx.scheduled_at()))
+                    .or_default()
+                    .push((ctx.node_id().to_string(), ctx.fencing_token()));
+                Ok(())
+            }
+        });
+        let scheduler = SchedulerConfig::new()
+            .store(Arc::new(store))
+            .clock(clock.clone())
+            .check_interval(Duration::from_millis(50))
+            .time_zone(jiff::tz::TimeZone::UTC)
+            .handler(handler.clone());
+        handlers.push(handler);
+        let config = DistributedConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            enable_task_distribution: true,
+            ..DistributedConfig::new(id.clone(), cluster(&prefix, &id).await)
+        };
+        let ds = DistributedScheduler::with_config(scheduler, config).unwrap();
+        ds.start().await.unwrap();
+        nodes.push(ds);
+    }
+    // Added on node-0 while everything runs: the others pick it up.
+    assert!(nodes.iter().all(|n| n.get_all().is_empty()));
+    let task = DefaultTask::new("added-late", "", "* * * * * *", handlers[0].clone());
+    nodes[0].add(task).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while nodes.iter().any(|n| n.get("added-late").is_err()) {
+        assert!(std::time::Instant::now() < deadline, "the new task did not reach every node");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in &nodes {
+        n.refresh_view().await.unwrap();
+    }
+    for step in 1..=6 {
+        clock.advance(Duration::from_secs(1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while runs.lock().unwrap().len() < step {
+            if std::time::Instant::now() > deadline {
+                for n in &nodes {
+                    eprintln!("{}: {:?} {:?}", n.node_id(), n.stats(), n.task_stats("added-late"));
+                }
+                panic!("fire {step} did not run: {:?}", runs.lock().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(runs.lock().unwrap().len(), 6);
+    assert_each_fire_ran_once(&runs);
+    // Removed on node-0: gone from the others too, and it fires no more.
+    nodes[0].remove("added-late").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while nodes.iter().any(|n| n.get("added-late").is_ok()) {
+        assert!(std::time::Instant::now() < deadline, "the removal did not reach every node");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    clock.advance(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(runs.lock().unwrap().len(), 6);
+    for n in &nodes {
+        n.stop().await.unwrap();
+        n.cluster().close().await.unwrap();
+    }
 }

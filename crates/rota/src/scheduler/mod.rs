@@ -748,9 +748,17 @@ impl Inner {
                     MisfirePolicy::RunOnce => 1,
                     MisfirePolicy::RunAll { max } => max as usize,
                 };
+                // Fires still within their grace are not missed: they run as
+                // usual (at most `DISPATCH_CHUNK` of them).
+                let mut on_time = Vec::new();
                 while let Some(n) = e.schedule.next_after(cur, &e.zone, e.anchor) {
-                    if n > now || count >= MAX_MISSED_COUNTED {
+                    if n > now || count >= MAX_MISSED_COUNTED || on_time.len() >= DISPATCH_CHUNK {
                         break;
+                    }
+                    if crate::clock::elapsed(n, now) <= e.task.misfire_grace {
+                        on_time.push(n);
+                        cur = n;
+                        continue;
                     }
                     count += 1;
                     cur = n;
@@ -759,15 +767,22 @@ impl Inner {
                         fires.remove(0);
                     }
                 }
-                let last = cur;
-                let run: Vec<Timestamp> = if keep == 0 {
+                // The last missed fire (`fires` keeps the latest ones).
+                let last = *fires.last().expect("the first missed fire");
+                let mut run: Vec<Timestamp> = if keep == 0 {
                     Vec::new()
                 } else {
                     let k = keep.min(fires.len());
                     fires[fires.len() - k..].to_vec()
                 };
+                if !on_time.is_empty() && e.task.misfire == MisfirePolicy::RunOnce {
+                    // A fire due now is the one run.
+                    run.clear();
+                }
                 let missed = count - run.len() as u64;
-                e.last_fire = Some(last);
+                let last_missed = if run.is_empty() { last } else { run[0] };
+                e.last_fire = Some(on_time.last().copied().unwrap_or(last));
+                run.extend(on_time);
                 // In cluster mode the claim of the task's next fire counts
                 // the fires no node claimed, once for the whole cluster.
                 let missed = if gated { 0 } else { missed };
@@ -777,7 +792,7 @@ impl Inner {
                         task_id: e.id.to_string(),
                         count: missed,
                         first: top.due,
-                        last: if run.is_empty() { last } else { run[0] },
+                        last: last_missed,
                     });
                     self.s.monitor.record_task_missed(&e.id, missed);
                 }
