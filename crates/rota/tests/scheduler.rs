@@ -319,6 +319,28 @@ async fn resume_follows_the_misfire_policy() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fire_still_within_its_grace_at_resume_runs_whatever_the_policy() {
+    for policy in [MisfirePolicy::Skip, MisfirePolicy::RunOnce] {
+        let h = harness();
+        let (handler, calls) = recorder("g");
+        let task = TaskBuilder::new("g", "", "*/10 * * * * *", handler)
+            .misfire(policy)
+            .misfire_grace(Duration::from_secs(3))
+            .build();
+        h.sched.add(task).await.unwrap();
+        h.sched.start().await.unwrap();
+        h.tick(10).await; // 10:00:10 runs
+        h.sched.pause().await.unwrap();
+        h.tick(32).await; // resumed at 10:00:42: 20 and 30 are late, 40 is 2 s late
+        h.sched.resume().await.unwrap();
+        settle().await;
+        let got: Vec<String> = calls.lock().unwrap().iter().map(|(t, _)| t.to_string()).collect();
+        assert_eq!(got, ["2026-12-04T10:00:10Z", "2026-12-04T10:00:40Z"], "{policy:?}");
+        assert_eq!(h.sched.task_stats("g").unwrap().missed_fires, 2, "{policy:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn stop_waits_for_running_handlers_then_cancels_after_the_grace() {
     let h = harness_with(|c| c.stop_grace(Duration::from_secs(2)));
     let finished = Arc::new(AtomicU32::new(0));
