@@ -33,7 +33,7 @@ mod consul_fake;
 
 use crate::now_us;
 
-type AnyErr = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type AnyErr = Box<dyn std::error::Error + Send + Sync>;
 
 const REDIS_ADDR: &str = "127.0.0.1:6379";
 const ETCD_ADDR: &str = "127.0.0.1:2379";
@@ -64,7 +64,7 @@ pub struct ClusterArgs {
 
 /// A cluster backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Backend {
+pub(crate) enum Backend {
     Redis,
     Etcd,
     Zookeeper,
@@ -72,7 +72,7 @@ enum Backend {
 }
 
 impl Backend {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Backend::Redis => "redis",
             Backend::Etcd => "etcd",
@@ -106,7 +106,7 @@ impl Backend {
 }
 
 /// Where one backend's clusters live: a namespace per run.
-struct Env {
+pub(crate) struct Env {
     backend: Backend,
     pid: u32,
     runs: Mutex<u32>,
@@ -114,7 +114,7 @@ struct Env {
 }
 
 impl Env {
-    async fn new(backend: Backend) -> Env {
+    pub(crate) async fn new(backend: Backend) -> Env {
         let consul = if backend == Backend::Consul {
             Some(
                 consul_fake::FakeConsul::start(consul_fake::FakeOptions {
@@ -130,7 +130,7 @@ impl Env {
     }
 
     /// A fresh namespace for one measurement.
-    fn namespace(&self) -> String {
+    pub(crate) fn namespace(&self) -> String {
         let mut runs = self.runs.lock().unwrap();
         *runs += 1;
         format!("{}/{}", self.pid, *runs)
@@ -191,7 +191,7 @@ impl Env {
         Ok(c)
     }
 
-    async fn nodes(&self, ns: &str, n: usize) -> Result<Vec<Arc<dyn Cluster>>, AnyErr> {
+    pub(crate) async fn nodes(&self, ns: &str, n: usize) -> Result<Vec<Arc<dyn Cluster>>, AnyErr> {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             out.push(self.node(ns, &format!("bench-{i}")).await?);
@@ -200,7 +200,7 @@ impl Env {
     }
 
     /// Deletes everything under `rota-bench/{pid}` on the server.
-    async fn cleanup(&self) -> Result<(), AnyErr> {
+    pub(crate) async fn cleanup(&self) -> Result<(), AnyErr> {
         match self.backend {
             Backend::Redis => {
                 let client = redis::Client::open(format!("redis://{REDIS_ADDR}/"))?;

@@ -32,6 +32,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 mod cluster;
+mod distributed;
 mod stores;
 
 /// Benchmarks rota against tokio-cron-scheduler and job_scheduler_ng.
@@ -94,6 +95,10 @@ enum Command {
     /// broadcast latency of each rota cluster backend (Redis, etcd,
     /// ZooKeeper, and the in-repo fake of Consul). Prints markdown.
     Cluster(cluster::ClusterArgs),
+    /// Coordinated fires per second of a 3-node cluster of
+    /// DistributedSchedulers on each backend, with lateness and backend
+    /// requests per fire. Prints markdown.
+    Distributed(distributed::DistributedArgs),
 }
 
 /// The library under test.
@@ -644,6 +649,7 @@ fn main() -> ExitCode {
         }
         Command::Stores(args) => return stores::stores(args),
         Command::Cluster(args) => return cluster::cluster(args),
+        Command::Distributed(args) => return distributed::distributed(args),
     };
     match result {
         Ok(v) => {

@@ -129,6 +129,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -277,6 +278,8 @@ struct Inner {
     election: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
     subscribers: Mutex<Vec<MessageCallback>>,
     bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// HTTP requests sent, for [`Cluster::requests_sent`].
+    requests: AtomicU64,
 }
 
 impl fmt::Debug for Inner {
@@ -422,6 +425,7 @@ impl ConsulCluster {
             election: Mutex::new(None),
             subscribers: Mutex::new(Vec::new()),
             bus_task: tokio::sync::Mutex::new(None),
+            requests: AtomicU64::new(0),
         });
         let sent = Instant::now();
         let session = inner.create_session().await?;
@@ -520,6 +524,7 @@ impl Inner {
             request = request.body(body);
         }
         let err = |e: String| Error::backend(BACKEND, format!("{what} ({}): {e}", self.base));
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
                 err(format!("timed out after {timeout:?}"))
@@ -1250,6 +1255,10 @@ impl Cluster for ConsulCluster {
             return Err(invalid("key", "the mark key must not be empty"));
         }
         inner.advance(key, value).await
+    }
+
+    fn requests_sent(&self) -> Option<u64> {
+        Some(self.inner.requests.load(Ordering::Relaxed))
     }
 
     async fn close(&self) -> Result<()> {

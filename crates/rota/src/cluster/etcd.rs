@@ -248,6 +248,8 @@ struct Inner {
     /// Distinguishes this handle's broadcast keys from an earlier one's.
     started: i64,
     seq: AtomicU64,
+    /// Requests sent to the server, for [`Cluster::requests_sent`].
+    requests: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -412,6 +414,8 @@ impl EtcdCluster {
                 bus_lease: tokio::sync::Mutex::new(None),
                 started,
                 seq: AtomicU64::new(0),
+                // The probe read, and the authentication of `connect`.
+                requests: AtomicU64::new(1 + u64::from(!config.username.is_empty())),
             }),
         })
     }
@@ -448,13 +452,19 @@ impl Inner {
         Ok(())
     }
 
+    /// Counts one request to the server, sent when `request` is first polled.
+    async fn sent<T>(&self, request: impl Future<Output = T>) -> T {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        request.await
+    }
+
     /// Runs one request, bounded by the connect timeout.
     async fn timed<T>(
         &self,
         what: impl fmt::Display,
         fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.connect_timeout, fut).await {
+        match tokio::time::timeout(self.connect_timeout, self.sent(fut)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::backend(BACKEND, format!("{what} ({}): {e}", self.endpoints))),
             Err(_) => Err(Error::backend(
@@ -474,6 +484,7 @@ impl Inner {
     /// Revokes `lease` in the background, ignoring failures (the lease then
     /// runs out on its own).
     fn revoke_later(&self, lease: i64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let mut client = self.client.clone();
         let timeout = self.connect_timeout;
         tokio::spawn(async move {
@@ -484,7 +495,8 @@ impl Inner {
     /// Sends one keep-alive for `lease`. `Ok(false)`: the lease is gone.
     async fn keep_alive(&self, lease: i64) -> Result<bool> {
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.connect_timeout, client.lease_keep_alive(lease)).await {
+        let keep_alive = self.sent(client.lease_keep_alive(lease));
+        match tokio::time::timeout(self.connect_timeout, keep_alive).await {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
             Ok(Err(e)) => {
@@ -721,7 +733,10 @@ async fn watch_lock(inner: Arc<Inner>, watch: LeaseWatch, key: String, token: u6
             }
             r = tokio::time::timeout(
                 inner.connect_timeout,
-                client.watch(lock.as_str(), Some(WatchOptions::new().with_start_revision(next))),
+                inner.sent(client.watch(
+                    lock.as_str(),
+                    Some(WatchOptions::new().with_start_revision(next)),
+                )),
             ) => r,
         };
         if let Ok(Ok(mut stream)) = opened {
@@ -781,10 +796,11 @@ async fn wait_for_change(
     let until = Instant::now() + limit;
     let mut client = inner.client.clone();
     let opts = WatchOptions::new().with_start_revision(revision + 1);
+    let watch = inner.sent(client.watch(lock, Some(opts)));
     let opened = tokio::select! {
         _ = stop.cancelled() => return,
         _ = tokio::time::sleep_until(until) => return,
-        r = tokio::time::timeout(inner.connect_timeout, client.watch(lock, Some(opts))) => r,
+        r = tokio::time::timeout(inner.connect_timeout, watch) => r,
     };
     let Ok(Ok(mut stream)) = opened else {
         tokio::select! {
@@ -924,7 +940,7 @@ async fn run_bus(inner: Arc<Inner>, mut ready: Option<oneshot::Sender<Result<()>
             opts = opts.with_start_revision(next);
         }
         let attempt = async {
-            let mut stream = client.watch(prefix.as_str(), Some(opts)).await?;
+            let mut stream = inner.sent(client.watch(prefix.as_str(), Some(opts))).await?;
             let first = stream.message().await?;
             Ok::<_, etcd_client::Error>((stream, first))
         };
@@ -1249,6 +1265,10 @@ impl Cluster for EtcdCluster {
             }
             _ => Err(bad()),
         }
+    }
+
+    fn requests_sent(&self) -> Option<u64> {
+        Some(self.inner.requests.load(Ordering::Relaxed))
     }
 
     async fn close(&self) -> Result<()> {

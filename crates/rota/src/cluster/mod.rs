@@ -558,6 +558,13 @@ pub trait Cluster: Send + Sync + fmt::Debug {
         futures_util::future::join_all(reqs.iter().map(|r| self.claim_fire(r))).await
     }
 
+    /// Requests this handle has sent to the backend so far (each a round
+    /// trip, a batch counting once), heartbeats, renewals and watches
+    /// included; `None` if the backend does not count them.
+    fn requests_sent(&self) -> Option<u64> {
+        None
+    }
+
     /// Stops every background task (heartbeats, renewals, the election,
     /// subscriptions) as a crash would, except that a leader's callback is
     /// told [`Leadership::Lost`] and held guards are marked lost. Locks,

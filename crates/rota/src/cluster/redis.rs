@@ -48,6 +48,8 @@
 //! ([`Cluster::claim_fires`]): for each fire, raise the task's mark to the
 //! fire's instant if it is lower (else the fire is taken), then take the
 //! task's run lock as `acquire_lock` does if the fire asks for it.
+//! Releases of lock guards are batched the same way: those that come while
+//! one batch is on its way go out together in the next, one script call.
 //!
 //! A lock is taken by one script: if `{p}lock:{key}` does not exist, `INCR
 //! {p}fence:{key}` and `SET {p}lock:{key} {node}:{token} PX ttl`. A fence
@@ -82,6 +84,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,7 +95,7 @@ use ::redis::{
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use jiff::Timestamp;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -177,6 +180,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"#;
+
+/// Deletes each lock `KEYS[i]` that holds exactly `ARGV[i]`. Returns 1 or 0
+/// per lock.
+const RELEASE_MANY_LUA: &str = r#"
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then
+    out[i] = redis.call('DEL', KEYS[i])
+  else
+    out[i] = 0
+  end
+end
+return out
 "#;
 
 /// A heartbeat. `KEYS`: nodes set, node key. `ARGV`: node ID, JSON, forget
@@ -292,6 +309,10 @@ struct Inner {
     connect_timeout: Duration,
     client: Client,
     con: ConnectionManager,
+    /// Requests sent (see [`Cluster::requests_sent`]).
+    requests: Arc<AtomicU64>,
+    /// Releases waiting to go out in the next batch.
+    releases: mpsc::UnboundedSender<Release>,
     closed: CancellationToken,
     acquire: Script,
     renew: Script,
@@ -415,6 +436,9 @@ impl RedisCluster {
             Duration::from_secs(1),
         )
         .await?;
+        let requests = Arc::new(AtomicU64::new(0));
+        let (releases, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_releases(con.clone(), addr.clone(), requests.clone(), rx));
         Ok(RedisCluster {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
@@ -427,6 +451,8 @@ impl RedisCluster {
                 client,
                 con,
                 closed: CancellationToken::new(),
+                requests,
+                releases,
                 acquire: Script::new(ACQUIRE_LUA),
                 renew: Script::new(RENEW_LUA),
                 release: Script::new(RELEASE_LUA),
@@ -474,7 +500,7 @@ impl RedisCluster {
                 .arg(r.scheduled_ms)
                 .arg(r.run_lock.map_or(0, millis));
         }
-        let mut con = inner.con.clone();
+        let mut con = inner.conn();
         let sent = Instant::now();
         let out: Vec<String> = call
             .invoke_async(&mut con)
@@ -532,6 +558,12 @@ impl Inner {
         format!("{}{rest}", self.prefix)
     }
 
+    /// The connection, for one request (counted).
+    fn conn(&self) -> ConnectionManager {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.con.clone()
+    }
+
     fn value(&self, token: u64) -> String {
         format!("{}:{token}", self.node_id)
     }
@@ -549,7 +581,7 @@ impl Inner {
 
     /// Takes `lock` for `ttl` with a token from `fence`: the token, or `None`.
     async fn try_acquire(&self, lock: &str, fence: &str, ttl: Duration) -> Result<Option<u64>> {
-        let mut con = self.con.clone();
+        let mut con = self.conn();
         let token: String = self
             .acquire
             .key(lock)
@@ -566,7 +598,7 @@ impl Inner {
     }
 
     async fn renew_raw(&self, lock: &str, token: u64, ttl: Duration) -> Result<bool> {
-        let mut con = self.con.clone();
+        let mut con = self.conn();
         let n: i64 = self
             .renew
             .key(lock)
@@ -579,7 +611,7 @@ impl Inner {
     }
 
     async fn release_raw(&self, lock: &str, token: u64) -> Result<bool> {
-        let mut con = self.con.clone();
+        let mut con = self.conn();
         let n: i64 = self
             .release
             .key(lock)
@@ -602,7 +634,7 @@ impl Inner {
     }
 
     async fn beat(&self, id: &str, json: &str) -> Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.conn();
         self.heartbeat
             .key(self.key("nodes"))
             .key(self.key(&format!("node:{id}")))
@@ -623,9 +655,73 @@ impl LeaseOps for Inner {
         self.renew_raw(&self.key(&format!("lock:{key}")), token, ttl).await
     }
 
+    /// Guards are released in batches: releases that come while one batch
+    /// is on its way go out together in the next (one round trip).
     async fn release(&self, key: &str, token: u64) -> Result<bool> {
         self.check_open("release lock")?;
-        self.release_raw(&self.key(&format!("lock:{key}")), token).await
+        let (tx, rx) = oneshot::channel();
+        let release =
+            Release { lock: self.key(&format!("lock:{key}")), value: self.value(token), reply: tx };
+        if self.releases.send(release).is_err() {
+            return Err(Error::backend(BACKEND, "release lock: the cluster is closed"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Error::backend(BACKEND, "release lock: the cluster is closed")))
+    }
+}
+
+/// A release waiting for its batch.
+struct Release {
+    lock: String,
+    value: String,
+    reply: oneshot::Sender<Result<bool>>,
+}
+
+/// The most releases sent in one request.
+const RELEASE_BATCH: usize = 256;
+
+/// Sends queued releases, a batch per request, until the cluster is dropped.
+async fn run_releases(
+    con: ConnectionManager,
+    addr: String,
+    requests: Arc<AtomicU64>,
+    mut rx: mpsc::UnboundedReceiver<Release>,
+) {
+    let script = Script::new(RELEASE_MANY_LUA);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RELEASE_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut call = script.prepare_invoke();
+        for r in &batch {
+            call.key(&r.lock).arg(&r.value);
+        }
+        requests.fetch_add(1, Ordering::Relaxed);
+        let mut c = con.clone();
+        let answer: std::result::Result<Vec<i64>, RedisError> = call.invoke_async(&mut c).await;
+        match answer {
+            Ok(held) if held.len() == batch.len() => {
+                for (r, h) in batch.into_iter().zip(held) {
+                    let _ = r.reply.send(Ok(h == 1));
+                }
+            }
+            Ok(held) => {
+                let e = format!("release {} locks: {} answers", batch.len(), held.len());
+                for r in batch {
+                    let _ = r.reply.send(Err(Error::backend(BACKEND, &e)));
+                }
+            }
+            Err(e) => {
+                for r in batch {
+                    let msg = format!("release {:?} ({addr}): {e}", r.lock);
+                    let _ = r.reply.send(Err(Error::backend(BACKEND, msg)));
+                }
+            }
+        }
     }
 }
 
@@ -654,6 +750,7 @@ async fn watch_lock(
             watch.mark_lost();
             return;
         }
+        inner.requests.fetch_add(1, Ordering::Relaxed);
         let current: std::result::Result<Option<String>, RedisError> =
             ::redis::cmd("GET").arg(&lock).query_async(&mut con).await;
         match current {
@@ -842,7 +939,7 @@ impl Cluster for RedisCluster {
             return Err(invalid("node_id", "the node ID must not be empty"));
         }
         inner.registered.lock().unwrap().remove(id);
-        let mut con = inner.con.clone();
+        let mut con = inner.conn();
         ::redis::pipe()
             .atomic()
             .cmd("ZREM")
@@ -860,7 +957,7 @@ impl Cluster for RedisCluster {
     async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let inner = &self.inner;
         inner.check_open("nodes")?;
-        let mut con = inner.con.clone();
+        let mut con = inner.conn();
         let reply: Vec<String> = inner
             .nodes
             .key(inner.key("nodes"))
@@ -906,7 +1003,7 @@ impl Cluster for RedisCluster {
         if key.is_empty() {
             return Err(invalid("key", "the mark key must not be empty"));
         }
-        let mut con = inner.con.clone();
+        let mut con = inner.conn();
         let (raised, prev): (i64, String) = inner
             .advance
             .key(inner.key(&format!("mark:{key}")))
@@ -918,6 +1015,10 @@ impl Cluster for RedisCluster {
             return Ok(None);
         }
         Ok(Some(parse_mark(key, &prev)?))
+    }
+
+    fn requests_sent(&self) -> Option<u64> {
+        Some(self.inner.requests.load(Ordering::Relaxed))
     }
 
     async fn claim_fire(&self, req: &FireRequest) -> Result<FireClaim> {
@@ -994,7 +1095,7 @@ impl Cluster for RedisCluster {
         }
         let json = serde_json::to_string(&msg)
             .map_err(|e| Error::backend(BACKEND, format!("encode message: {e}")))?;
-        let mut con = inner.con.clone();
+        let mut con = inner.conn();
         ::redis::cmd("PUBLISH")
             .arg(inner.key("bus"))
             .arg(json)

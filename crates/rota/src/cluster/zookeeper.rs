@@ -242,6 +242,8 @@ struct Inner {
     subscribers: Mutex<Vec<MessageCallback>>,
     bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     last_cleanup: Mutex<Option<Instant>>,
+    /// Requests sent to the server, for [`Cluster::requests_sent`].
+    requests: AtomicU64,
 }
 
 impl fmt::Debug for ZookeeperCluster {
@@ -320,6 +322,35 @@ fn token_of(stat: &zk::Stat) -> u64 {
     u64::try_from(stat.czxid).unwrap_or(0)
 }
 
+/// `Client::mkdir` with [`PERSISTENT`] (one `create` per missing ancestor,
+/// from the deepest up and back down), counting each create on `requests`.
+async fn mkdir(
+    client: &Client,
+    path: &str,
+    requests: &AtomicU64,
+) -> std::result::Result<(), zk::Error> {
+    let mut j = path.len();
+    loop {
+        requests.fetch_add(1, Ordering::Relaxed);
+        match client.create(&path[..j], &[], &PERSISTENT).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {
+                if j >= path.len() {
+                    return Ok(());
+                } else if let Some(i) = path[j + 1..].find('/') {
+                    j = j + 1 + i;
+                } else {
+                    j = path.len();
+                }
+            }
+            Err(zk::Error::NoNode) => match path[..j].rfind('/') {
+                Some(i) if i > 0 => j = i,
+                _ => return Err(zk::Error::NoNode),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Connects a new detached session (closing is left to the server's
 /// expiry, see [`Cluster::close`]).
 async fn connect(servers: &str, session_timeout: Duration, timeout: Duration) -> Result<Client> {
@@ -383,10 +414,11 @@ impl ZookeeperCluster {
         let servers = servers.join(",");
         let client = connect(&servers, config.session_timeout, config.connect_timeout).await?;
         let session_timeout = client.session_timeout();
+        let requests = AtomicU64::new(0);
         for dir in ["locks", "election", "nodes", "seen", "bus", "marks"] {
             let path = format!("{root}/{dir}");
             let made =
-                tokio::time::timeout(config.connect_timeout, client.mkdir(&path, &PERSISTENT));
+                tokio::time::timeout(config.connect_timeout, mkdir(&client, &path, &requests));
             match made.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -421,6 +453,7 @@ impl ZookeeperCluster {
             subscribers: Mutex::new(Vec::new()),
             bus_task: tokio::sync::Mutex::new(None),
             last_cleanup: Mutex::new(None),
+            requests,
         });
         *inner.session_task.lock().unwrap() = Some(tokio::spawn(run_session(inner.clone())));
         Ok(ZookeeperCluster { inner })
@@ -466,6 +499,13 @@ impl Inner {
             .ok_or_else(|| Error::backend(BACKEND, format!("{what}: the cluster is closed")))
     }
 
+    /// Counts one request to the server: the client sends it when `request`
+    /// is made, before it is polled.
+    fn sent<F>(&self, request: F) -> F {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        request
+    }
+
     fn err(&self, what: impl fmt::Display, e: zk::Error) -> Error {
         Error::backend(BACKEND, format!("{what} ({}): {e}", self.servers))
     }
@@ -479,9 +519,9 @@ impl Inner {
     /// Deletes, best effort, the children of `dir` this session created
     /// with names starting with `prefix`.
     async fn delete_ours(&self, client: &Client, dir: &str, prefix: &str) {
-        if let Ok(children) = client.list_children(dir).await {
+        if let Ok(children) = self.sent(client.list_children(dir)).await {
             for child in children.iter().filter(|c| c.starts_with(prefix)) {
-                let _ = client.delete(&format!("{dir}/{child}"), None).await;
+                let _ = self.sent(client.delete(&format!("{dir}/{child}"), None)).await;
             }
         }
     }
@@ -492,7 +532,7 @@ impl Inner {
         let client = self.client("acquire lock")?;
         let dir = self.path(&format!("locks/{}", escape_name(key)));
         // Contenders present: taken (or about to be).
-        match client.list_children(&dir).await {
+        match self.sent(client.list_children(&dir)).await {
             Ok(children) if !children.is_empty() => return Ok(None),
             Ok(_) | Err(zk::Error::NoNode) => {}
             Err(e) => return Err(self.err(&what, e)),
@@ -502,13 +542,16 @@ impl Inner {
         let mut tries = 0;
         let (stat, seq) = loop {
             tries += 1;
-            match client.create(&prefix, self.node_id.as_bytes(), &EPHEMERAL_SEQUENTIAL).await {
+            match self
+                .sent(client.create(&prefix, self.node_id.as_bytes(), &EPHEMERAL_SEQUENTIAL))
+                .await
+            {
                 Ok(created) => break created,
                 Err(zk::Error::NoNode) if tries < 5 => {
-                    match client.create(&dir, &[], &CONTAINER).await {
+                    match self.sent(client.create(&dir, &[], &CONTAINER)).await {
                         Ok(_) | Err(zk::Error::NodeExists) => {}
                         Err(zk::Error::NoNode) => {
-                            client.mkdir(&self.path("locks"), &PERSISTENT).await.ok();
+                            mkdir(&client, &self.path("locks"), &self.requests).await.ok();
                         }
                         Err(e) => return Err(self.err(&what, e)),
                     }
@@ -523,10 +566,10 @@ impl Inner {
         };
         let name = format!("{unique}lock-{seq}");
         let path = format!("{dir}/{name}");
-        let children = match client.list_children(&dir).await {
+        let children = match self.sent(client.list_children(&dir)).await {
             Ok(children) => children,
             Err(e) => {
-                let _ = client.delete(&path, None).await;
+                let _ = self.sent(client.delete(&path, None)).await;
                 return Err(self.err(&what, e));
             }
         };
@@ -534,7 +577,7 @@ impl Inner {
         if sorted.first().map(|&(_, c)| c) == Some(name.as_str()) {
             Ok(Some((token_of(&stat), path, stat.version)))
         } else {
-            match client.delete(&path, Some(stat.version)).await {
+            match self.sent(client.delete(&path, Some(stat.version))).await {
                 Ok(()) | Err(zk::Error::NoNode) => Ok(None),
                 Err(e) => Err(self.err(&what, e)),
             }
@@ -554,7 +597,7 @@ impl Inner {
     async fn delete_grant(&self, token: u64) -> Result<bool> {
         let Some(grant) = self.forget_grant(token) else { return Ok(false) };
         let client = self.client("release lock")?;
-        match client.delete(&grant.path, Some(grant.version)).await {
+        match self.sent(client.delete(&grant.path, Some(grant.version))).await {
             Ok(()) => Ok(true),
             Err(zk::Error::NoNode | zk::Error::BadVersion | zk::Error::SessionExpired) => Ok(false),
             Err(e) => {
@@ -571,15 +614,15 @@ impl Inner {
         let client = self.client("heartbeat")?;
         let name = escape_name(id);
         let live = self.path(&format!("nodes/{name}"));
-        match client.create(&live, json.as_bytes(), &EPHEMERAL).await {
+        match self.sent(client.create(&live, json.as_bytes(), &EPHEMERAL)).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(self.err(&what, e)),
         }
         let seen = self.path(&format!("seen/{name}"));
-        match client.set_data(&seen, json.as_bytes(), None).await {
+        match self.sent(client.set_data(&seen, json.as_bytes(), None)).await {
             Ok(_) => Ok(()),
             Err(zk::Error::NoNode) => {
-                match client.create(&seen, json.as_bytes(), &PERSISTENT).await {
+                match self.sent(client.create(&seen, json.as_bytes(), &PERSISTENT)).await {
                     Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
                     Err(e) => Err(self.err(&what, e)),
                 }
@@ -595,7 +638,7 @@ impl Inner {
         let path = self.path(&format!("marks/{}", escape_name(key)));
         let data = value.to_string();
         loop {
-            let found = match client.get_data(&path).await {
+            let found = match self.sent(client.get_data(&path)).await {
                 Ok((bytes, stat)) => {
                     Some((parse_decimal_mark(BACKEND, &what, &path, &bytes)?, stat.version))
                 }
@@ -605,21 +648,20 @@ impl Inner {
             match found {
                 Some((stored, _)) if stored >= value => return Ok(None),
                 Some((stored, version)) => {
-                    match client.set_data(&path, data.as_bytes(), Some(version)).await {
+                    match self.sent(client.set_data(&path, data.as_bytes(), Some(version))).await {
                         Ok(_) => return Ok(Some(Some(stored))),
                         // Raised (or deleted) meanwhile: look again.
                         Err(zk::Error::BadVersion | zk::Error::NoNode) => {}
                         Err(e) => return Err(self.err(&what, e)),
                     }
                 }
-                None => match client.create(&path, data.as_bytes(), &PERSISTENT).await {
+                None => match self.sent(client.create(&path, data.as_bytes(), &PERSISTENT)).await {
                     Ok(_) => return Ok(Some(None)),
                     // Created meanwhile: look again.
                     Err(zk::Error::NodeExists) => {}
                     // The root's `marks` is gone (deleted under us).
                     Err(zk::Error::NoNode) => {
-                        client
-                            .mkdir(&self.path("marks"), &PERSISTENT)
+                        mkdir(&client, &self.path("marks"), &self.requests)
                             .await
                             .map_err(|e| self.err(&what, e))?;
                     }
@@ -641,13 +683,13 @@ impl Inner {
         }
         let Ok(client) = self.client("clean bus") else { return };
         let dir = self.path("bus");
-        let Ok(children) = client.list_children(&dir).await else { return };
+        let Ok(children) = self.sent(client.list_children(&dir)).await else { return };
         let retention = i64::try_from(self.bus_retention.as_millis()).unwrap_or(i64::MAX);
         let oldest = Timestamp::now().as_millisecond().saturating_sub(retention);
         for child in children {
             let sent = child.split('-').nth(1).and_then(|ms| ms.parse::<i64>().ok());
             if sent.is_some_and(|ms| ms < oldest) {
-                let _ = client.delete(&format!("{dir}/{child}"), None).await;
+                let _ = self.sent(client.delete(&format!("{dir}/{child}"), None)).await;
             }
         }
     }
@@ -666,7 +708,7 @@ impl LeaseOps for Inner {
                 format!("renew lock {key:?} ({}): session {}", self.servers, client.state()),
             ));
         }
-        match client.check_stat(&grant.path).await {
+        match self.sent(client.check_stat(&grant.path)).await {
             Ok(Some(stat)) => Ok(token_of(&stat) == token),
             Ok(None) => Ok(false),
             Err(e) => Err(self.err(format_args!("renew lock {key:?}"), e)),
@@ -698,7 +740,7 @@ async fn watch_lock(inner: Arc<Inner>, watch: LeaseWatch, token: u64, path: Stri
                 watch.mark_lost();
                 return;
             }
-            r = client.check_and_watch_stat(&path) => r,
+            r = inner.sent(client.check_and_watch_stat(&path)) => r,
         };
         let watcher = match armed {
             Ok((Some(stat), watcher)) if token_of(&stat) == token => watcher,
@@ -790,9 +832,11 @@ async fn campaign(
     inner.delete_ours(&client, &dir, &session_prefix).await;
     let unique = inner.unique_prefix(&client);
     let prefix = format!("{dir}/{unique}n-");
+    let create =
+        inner.sent(client.create(&prefix, inner.node_id.as_bytes(), &EPHEMERAL_SEQUENTIAL));
     let created = tokio::select! {
         _ = stop.cancelled() => return Ok(Campaign::Stopped),
-        r = client.create(&prefix, inner.node_id.as_bytes(), &EPHEMERAL_SEQUENTIAL) => r,
+        r = create => r,
     };
     let (stat, seq) = match created {
         Ok(created) => created,
@@ -808,9 +852,10 @@ async fn campaign(
     let term = token_of(&stat);
     let outcome: Result<Campaign> = async {
         loop {
+            let list = inner.sent(client.list_children(&dir));
             let children = tokio::select! {
                 _ = stop.cancelled() => return Ok(Campaign::Stopped),
-                r = client.list_children(&dir) => r.map_err(|e| inner.err("election: list", e))?,
+                r = list => r.map_err(|e| inner.err("election: list", e))?,
             };
             let sorted = by_sequence(&children);
             let Some(i) = sorted.iter().position(|&(_, c)| c == me) else {
@@ -821,7 +866,7 @@ async fn campaign(
                 let end = loop {
                     let armed = tokio::select! {
                         _ = stop.cancelled() => break Campaign::Stopped,
-                        r = client.check_and_watch_stat(&path) => r,
+                        r = inner.sent(client.check_and_watch_stat(&path)) => r,
                     };
                     let watcher = match armed {
                         Ok((Some(_), watcher)) => watcher,
@@ -843,7 +888,7 @@ async fn campaign(
             let predecessor = format!("{dir}/{}", sorted[i - 1].1);
             let armed = tokio::select! {
                 _ = stop.cancelled() => return Ok(Campaign::Stopped),
-                r = client.check_and_watch_stat(&predecessor) => r,
+                r = inner.sent(client.check_and_watch_stat(&predecessor)) => r,
             };
             let watcher = match armed {
                 Ok((Some(_), watcher)) => watcher,
@@ -860,7 +905,9 @@ async fn campaign(
     .await;
     // Step down or withdraw, unless closed (a crash leaves the node to expire).
     if !inner.closed.is_cancelled() {
-        match tokio::time::timeout(inner.session_timeout, client.delete(&path, None)).await {
+        match tokio::time::timeout(inner.session_timeout, inner.sent(client.delete(&path, None)))
+            .await
+        {
             Ok(Ok(()) | Err(zk::Error::NoNode | zk::Error::SessionExpired)) => {}
             Ok(Err(e)) => tracing::warn!(node = %inner.node_id, "election: delete {path}: {e}"),
             Err(_) => tracing::warn!(node = %inner.node_id, "election: delete {path}: timed out"),
@@ -948,9 +995,10 @@ async fn run_bus(inner: Arc<Inner>, mut ready: Option<oneshot::Sender<Result<()>
                 return;
             }
         };
+        let list = inner.sent(client.list_and_watch_children(&dir));
         let listed = tokio::select! {
             _ = inner.closed.cancelled() => return,
-            r = tokio::time::timeout(inner.connect_timeout, client.list_and_watch_children(&dir)) => r,
+            r = tokio::time::timeout(inner.connect_timeout, list) => r,
         };
         let failure = match listed {
             Ok(Ok((children, watcher))) => {
@@ -970,7 +1018,7 @@ async fn run_bus(inner: Arc<Inner>, mut ready: Option<oneshot::Sender<Result<()>
                         for (seq, name) in fresh {
                             let read = tokio::select! {
                                 _ = inner.closed.cancelled() => return,
-                                r = client.get_data(&format!("{dir}/{name}")) => r,
+                                r = inner.sent(client.get_data(&format!("{dir}/{name}"))) => r,
                             };
                             match read {
                                 Ok((data, _)) => {
@@ -1051,7 +1099,7 @@ impl Cluster for ZookeeperCluster {
         // A node already live (registered before): bring its data up to date.
         let client = inner.client("register")?;
         let live = inner.path(&format!("nodes/{}", escape_name(&info.id)));
-        match client.set_data(&live, json.as_bytes(), None).await {
+        match inner.sent(client.set_data(&live, json.as_bytes(), None)).await {
             Ok(_) | Err(zk::Error::NoNode) => {}
             Err(e) => return Err(inner.err(format_args!("register node {:?}", info.id), e)),
         }
@@ -1073,7 +1121,7 @@ impl Cluster for ZookeeperCluster {
         let client = inner.client("unregister")?;
         let name = escape_name(id);
         for path in [inner.path(&format!("nodes/{name}")), inner.path(&format!("seen/{name}"))] {
-            match client.delete(&path, None).await {
+            match inner.sent(client.delete(&path, None)).await {
                 Ok(()) | Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(inner.err(format_args!("unregister node {id:?}"), e)),
             }
@@ -1088,7 +1136,7 @@ impl Cluster for ZookeeperCluster {
         let list = |dir: &'static str| {
             let client = &client;
             async move {
-                match client.list_children(&inner.path(dir)).await {
+                match inner.sent(client.list_children(&inner.path(dir))).await {
                     Ok(children) => Ok(children),
                     Err(zk::Error::NoNode) => Ok(Vec::new()),
                     Err(e) => Err(inner.err(what, e)),
@@ -1100,7 +1148,7 @@ impl Cluster for ZookeeperCluster {
         let candidates = list("election").await?;
         let mut leader = None;
         if let Some(&(_, first)) = by_sequence(&candidates).first() {
-            match client.get_data(&inner.path(&format!("election/{first}"))).await {
+            match inner.sent(client.get_data(&inner.path(&format!("election/{first}")))).await {
                 Ok((data, _)) => leader = String::from_utf8(data).ok(),
                 Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(inner.err(what, e)),
@@ -1112,7 +1160,7 @@ impl Cluster for ZookeeperCluster {
         let mut listed = HashSet::new();
         for name in &seen {
             let path = inner.path(&format!("seen/{name}"));
-            let (data, stat) = match client.get_data(&path).await {
+            let (data, stat) = match inner.sent(client.get_data(&path)).await {
                 Ok(read) => read,
                 Err(zk::Error::NoNode) => continue,
                 Err(e) => return Err(inner.err(what, e)),
@@ -1133,7 +1181,7 @@ impl Cluster for ZookeeperCluster {
                 };
             } else if now.as_millisecond() - stat.mtime > forget_ms {
                 // Forgotten: whoever reads first deletes it (if unchanged).
-                let _ = client.delete(&path, Some(stat.version)).await;
+                let _ = inner.sent(client.delete(&path, Some(stat.version))).await;
                 continue;
             } else {
                 node.status = NodeStatus::Offline;
@@ -1144,7 +1192,7 @@ impl Cluster for ZookeeperCluster {
         // Live without a `seen` record yet (a race with register).
         for name in live.iter().filter(|n| !listed.contains(*n)) {
             let path = inner.path(&format!("nodes/{name}"));
-            let Ok((data, stat)) = client.get_data(&path).await else { continue };
+            let Ok((data, stat)) = inner.sent(client.get_data(&path)).await else { continue };
             let Ok(mut node) = serde_json::from_slice::<NodeInfo>(&data) else { continue };
             node.last_seen = Timestamp::from_millisecond(stat.mtime).unwrap_or(node.last_seen);
             node.status = if leader.as_deref() == Some(node.id.as_str()) {
@@ -1262,6 +1310,10 @@ impl Cluster for ZookeeperCluster {
             return Err(invalid("key", "the mark key must not be empty"));
         }
         inner.advance(key, value).await
+    }
+
+    fn requests_sent(&self) -> Option<u64> {
+        Some(self.inner.requests.load(Ordering::Relaxed))
     }
 
     async fn close(&self) -> Result<()> {
