@@ -76,8 +76,7 @@ async fn measure(env: &Env, rate: usize, secs: u64) -> Result<Point, AnyErr> {
     let samples: Samples = Arc::new(Mutex::new(Vec::with_capacity(rate * (secs as usize + 3))));
     let mut nodes = Vec::new();
     for (i, cluster) in clusters.iter().enumerate() {
-        let scheduler =
-            SchedulerConfig::new().store(Arc::new(MemoryStore::new())).metrics(false);
+        let scheduler = SchedulerConfig::new().store(Arc::new(MemoryStore::new())).metrics(false);
         let config = DistributedConfig {
             heartbeat_interval: Duration::from_millis(500),
             lock_timeout: Duration::from_secs(10),
@@ -152,9 +151,7 @@ async fn measure(env: &Env, rate: usize, secs: u64) -> Result<Point, AnyErr> {
         p50_ms: pct(&late, 0.50),
         p99_ms: pct(&late, 0.99),
         max_ms: late.last().copied().unwrap_or(f64::NAN),
-        requests_per_fire: before
-            .zip(after)
-            .map(|(b, a)| (a - b) as f64 / expected.max(1) as f64),
+        requests_per_fire: before.zip(after).map(|(b, a)| (a - b) as f64 / expected.max(1) as f64),
     })
 }
 

@@ -418,11 +418,18 @@ struct Gate {
 
 #[async_trait]
 impl FireGate for Gate {
+    fn is_ours(&self, task_id: &str, scheduled: Timestamp) -> bool {
+        let ours = self.shared.is_ours(task_id, scheduled.as_millisecond());
+        if !ours {
+            self.shared.not_ours.fetch_add(1, Ordering::Relaxed);
+        }
+        ours
+    }
+
     async fn admit(&self, fire: GatedFire) -> Result<Admission> {
         let shared = &self.shared;
         let ms = fire.scheduled.as_millisecond();
-        if !shared.is_ours(&fire.task_id, ms) {
-            shared.not_ours.fetch_add(1, Ordering::Relaxed);
+        if !self.is_ours(&fire.task_id, fire.scheduled) {
             return Ok(Admission::NotOurs);
         }
         let req = FireRequest {
@@ -445,74 +452,55 @@ impl FireGate for Gate {
             FireClaim::Won { previous, guard } => Admission::Run(Claim {
                 previous: at(previous),
                 fencing_token: Some(guard.as_ref().map_or(ms as u64, LockGuard::token)),
-                lease: guard.map(|g| {
-                    Box::new(ClusterLease::hold(g, shared.config.lock_timeout)) as Box<dyn RunLease>
+                lease: guard.map(|guard| {
+                    let ttl = shared.config.lock_timeout;
+                    Box::new(ClusterLease { guard, ttl }) as Box<dyn RunLease>
                 }),
             }),
         })
     }
 }
 
-/// A run lock held for a run: renewed every third of its TTL by a task of
-/// its own; marked lost when a renewal fails or the lease runs out.
+/// A run lock held for a run: renewed every third of its TTL while the run
+/// polls [`RunLease::keep`]; lost when a renewal finds it gone or the lease
+/// runs out locally.
 struct ClusterLease {
-    guard: Arc<LockGuard>,
-    lost: CancellationToken,
-    stop: CancellationToken,
-    renewer: JoinHandle<()>,
-}
-
-impl ClusterLease {
-    fn hold(guard: LockGuard, ttl: Duration) -> Self {
-        let guard = Arc::new(guard);
-        let lost = CancellationToken::new();
-        let stop = CancellationToken::new();
-        let renewer = tokio::spawn({
-            let (guard, lost, stop) = (guard.clone(), lost.clone(), stop.clone());
-            async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = guard.lost() => break,
-                        _ = tokio::time::sleep(ttl / 3) => {
-                            if guard.renew(ttl).await.is_err() {
-                                // Not renewed: the lease ends at its old
-                                // deadline unless a later renewal succeeds.
-                                tokio::select! {
-                                    _ = stop.cancelled() => return,
-                                    _ = guard.lost() => break,
-                                    _ = tokio::time::sleep(ttl / 10) => {
-                                        if guard.renew(ttl).await.is_ok() {
-                                            continue;
-                                        }
-                                        guard.lost().await;
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                lost.cancel();
-            }
-        });
-        ClusterLease { guard, lost, stop, renewer }
-    }
+    guard: LockGuard,
+    ttl: Duration,
 }
 
 #[async_trait]
 impl RunLease for ClusterLease {
-    fn lost(&self) -> CancellationToken {
-        self.lost.clone()
+    fn is_lost(&self) -> bool {
+        self.guard.is_lost()
+    }
+
+    async fn keep(&self) {
+        let (guard, ttl) = (&self.guard, self.ttl);
+        loop {
+            tokio::select! {
+                _ = guard.lost() => return,
+                _ = tokio::time::sleep(ttl / 3) => {}
+            }
+            if guard.renew(ttl).await.is_ok() {
+                continue;
+            }
+            // Not renewed (the backend did not answer, or the lock is gone):
+            // the lease ends at its old deadline unless a retry gets through.
+            tokio::select! {
+                _ = guard.lost() => return,
+                _ = tokio::time::sleep(ttl / 10) => {}
+            }
+            if guard.renew(ttl).await.is_err() {
+                guard.lost().await;
+                return;
+            }
+        }
     }
 
     async fn release(self: Box<Self>) {
-        self.stop.cancel();
-        let _ = self.renewer.await;
-        if let Ok(guard) = Arc::try_unwrap(self.guard) {
-            if let Err(e) = guard.release().await {
-                tracing::warn!(target: "rota", error = %e, "run lock not released; it expires with its TTL");
-            }
+        if let Err(e) = self.guard.release().await {
+            tracing::warn!(target: "rota", error = %e, "run lock not released; it expires with its TTL");
         }
     }
 }

@@ -526,7 +526,9 @@ impl RedisCluster {
                             let token: u64 = a[2].parse().map_err(|_| {
                                 Error::backend(BACKEND, format!("claim fire: bad token {:?}", a[2]))
                             })?;
-                            Some(inner.guard(run_lock_key(&r.task_id), token, sent, ttl))
+                            // Unwatched: the run renews it, and learns of its
+                            // loss then (or at its local deadline).
+                            Some(inner.guard_unwatched(run_lock_key(&r.task_id), token, sent, ttl))
                         }
                     };
                     FireClaim::Won { previous, guard }
@@ -622,13 +624,38 @@ impl Inner {
         Ok(n == 1)
     }
 
-    /// The guard of grant `token` of lock `key`, requested at `sent`, with
-    /// its watch running.
-    fn guard(self: &Arc<Self>, key: String, token: u64, sent: Instant, ttl: Duration) -> LockGuard {
+    /// The guard of grant `token` of lock `key`, requested at `sent`, and
+    /// its watch; the grant is remembered for `release_lock`.
+    fn new_guard(
+        self: &Arc<Self>,
+        key: String,
+        token: u64,
+        sent: Instant,
+        ttl: Duration,
+    ) -> (LockGuard, LeaseWatch) {
         self.held.lock().unwrap().insert(key.clone(), token);
-        let lock = self.key(&format!("lock:{key}"));
         let ops: Arc<dyn LeaseOps> = self.clone();
-        let (guard, watch) = LockGuard::new(key, token, lease_deadline(sent, ttl), ops);
+        LockGuard::new(key, token, lease_deadline(sent, ttl), ops)
+    }
+
+    /// A guard without a task watching the key: its holder learns of a loss
+    /// when renewing, or at the local deadline. Not remembered
+    /// for `release_lock`: its holder releases the guard.
+    fn guard_unwatched(
+        self: &Arc<Self>,
+        key: String,
+        token: u64,
+        sent: Instant,
+        ttl: Duration,
+    ) -> LockGuard {
+        let ops: Arc<dyn LeaseOps> = self.clone();
+        LockGuard::new(key, token, lease_deadline(sent, ttl), ops).0
+    }
+
+    /// A guard with a task watching the key, so a loss is told at once.
+    fn guard(self: &Arc<Self>, key: String, token: u64, sent: Instant, ttl: Duration) -> LockGuard {
+        let lock = self.key(&format!("lock:{key}"));
+        let (guard, watch) = self.new_guard(key, token, sent, ttl);
         tokio::spawn(watch_lock(self.clone(), watch, lock, self.value(token), ttl));
         guard
     }

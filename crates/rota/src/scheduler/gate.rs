@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use tokio_util::sync::CancellationToken;
 
 use super::{run, Dispatch, Event, Inner, MAX_MISSED_COUNTED};
 use crate::clock::elapsed;
@@ -55,11 +54,15 @@ pub(crate) struct Claim {
     pub lease: Option<Box<dyn RunLease>>,
 }
 
-/// A lease held for a run (renewed by its owner while held).
+/// A lease held for a run.
 #[async_trait]
 pub(crate) trait RunLease: Send + Sync {
-    /// Cancelled when the lease is lost: the run is cancelled at once.
-    fn lost(&self) -> CancellationToken;
+    /// Whether the lease is already lost.
+    fn is_lost(&self) -> bool;
+    /// Keeps the lease (renewing it) for as long as it is polled; completes
+    /// only when the lease is lost. The run polls it beside its handler, so
+    /// a run that ends at once costs no renewal at all.
+    async fn keep(&self);
     /// Gives the lease back.
     async fn release(self: Box<Self>);
 }
@@ -67,6 +70,9 @@ pub(crate) trait RunLease: Send + Sync {
 /// Decides per fire whether this process runs it.
 #[async_trait]
 pub(crate) trait FireGate: Send + Sync {
+    /// A quick local check, before any work is spent on the fire: `false`
+    /// if it is another node's to run.
+    fn is_ours(&self, task_id: &str, scheduled: Timestamp) -> bool;
     /// Asks for `fire`. An error means the fire could not be claimed: it is
     /// recorded as missed.
     async fn admit(&self, fire: GatedFire) -> Result<Admission>;
@@ -120,7 +126,7 @@ async fn gated_fire(inner: &Arc<Inner>, gate: &dyn FireGate, slot: u32, schedule
         Ok(Admission::Run(claim)) => {
             count_gap(inner, slot, &id, claim.previous, scheduled);
             let late = elapsed(scheduled, now);
-            let lost = claim.lease.as_ref().is_some_and(|l| l.lost().is_cancelled());
+            let lost = claim.lease.as_ref().is_some_and(|l| l.is_lost());
             if late > grace || lost {
                 let why = if lost {
                     format!(

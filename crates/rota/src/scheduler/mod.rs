@@ -649,15 +649,6 @@ enum Due {
     Gated(Arc<dyn gate::FireGate>, Vec<Dispatch>),
 }
 
-impl Due {
-    fn len(&self) -> usize {
-        match self {
-            Due::Prepared(v) => v.len(),
-            Due::Gated(_, v) => v.len(),
-        }
-    }
-}
-
 /// A fire the driver decided to run.
 pub(crate) struct Dispatch {
     pub slot: u32,
@@ -671,8 +662,7 @@ impl Inner {
     async fn drive(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let notified = self.wake.notified();
-            let (dispatches, next_due) = self.collect_due();
-            let full = dispatches.len() >= DISPATCH_CHUNK;
+            let (dispatches, next_due, full) = self.collect_due();
             match dispatches {
                 Due::Prepared(fires) => {
                     for (p, then) in fires {
@@ -705,7 +695,8 @@ impl Inner {
     }
 
     /// Pops every due heap entry: runs, skips (overlap) and misfires.
-    fn collect_due(self: &Arc<Self>) -> (Due, Option<Timestamp>) {
+    /// Also says whether the chunk was full (more may be due).
+    fn collect_due(self: &Arc<Self>) -> (Due, Option<Timestamp>, bool) {
         let now = self.s.clock.now();
         let mut st = self.state.lock().unwrap();
         if let Some(prev) = st.last_seen {
@@ -717,7 +708,7 @@ impl Inner {
         st.last_seen = Some(now);
         let mut out = Vec::new();
         if st.status != Status::Running {
-            return (Due::Prepared(Vec::new()), None);
+            return (Due::Prepared(Vec::new()), None, false);
         }
         let mut events = Vec::new();
         let gated = self.s.gate.is_some();
@@ -807,9 +798,21 @@ impl Inner {
             Inner::schedule_entry(&mut st, top.slot, now);
         }
         let next = st.heap.peek().map(|Reverse(i)| i.due);
+        let full = out.len() >= DISPATCH_CHUNK;
         let due = match &self.s.gate {
-            // In cluster mode a fire is prepared once claimed.
-            Some(gate) => Due::Gated(gate.clone(), out),
+            // In cluster mode a fire is prepared once claimed; another
+            // node's fire costs nothing more than this check.
+            Some(gate) => {
+                let st = &st;
+                let ours = |d: &Dispatch| {
+                    !d.then.is_empty()
+                        || st.slots[d.slot as usize]
+                            .as_ref()
+                            .is_some_and(|e| gate.is_ours(&e.id, d.scheduled))
+                };
+                let mine: Vec<Dispatch> = out.into_iter().filter(ours).collect();
+                Due::Gated(gate.clone(), mine)
+            }
             None => Due::Prepared(
                 out.into_iter().map(|d| (run::prepare_locked(&mut st, &d), d.then)).collect(),
             ),
@@ -821,7 +824,7 @@ impl Inner {
             }
             self.emit(ev);
         }
-        (due, next)
+        (due, next, full)
     }
 }
 

@@ -234,7 +234,7 @@ async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attemp
     let timed = !spec.timeout.is_zero();
     let deadline = inner.s.clock.now() + signed(spec.timeout);
     let clock = inner.s.clock.clone();
-    let lost = spec.lease.as_ref().map(|l| l.lost());
+    let lease = spec.lease.as_deref();
     let result = tokio::select! {
         // The handler first: most finish at their first poll, and then the
         // other futures are never polled (no waiter registered on shared tokens).
@@ -246,7 +246,7 @@ async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attemp
         },
         _ = sleep_on(clock.as_ref(), deadline), if timed => Attempt::TimedOut,
         _ = spec.cancel.cancelled() => Attempt::Cancelled,
-        _ = async { lost.as_ref().expect("checked").cancelled().await }, if lost.is_some() => {
+        _ = async { lease.expect("checked").keep().await }, if lease.is_some() => {
             Attempt::LeaseLost
         }
     };
@@ -351,7 +351,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
                 ));
             }
         };
-        let lease_lost = spec.lease.as_ref().is_some_and(|l| l.lost().is_cancelled());
+        let lease_lost = spec.lease.as_ref().is_some_and(|l| l.is_lost());
         if attempt_no <= spec.max_retries && !spec.cancel.is_cancelled() && !lease_lost {
             inner.emit(Event::TaskRetried {
                 task_id: spec.id.to_string(),
@@ -368,11 +368,11 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
                 }
             }
             let until = clock.now() + signed(spec.retry_delay);
-            let lost = spec.lease.as_ref().map(|l| l.lost()).unwrap_or_default();
+            let lease = spec.lease.as_deref();
             tokio::select! {
                 _ = sleep_on(clock.as_ref(), until) => {}
                 _ = spec.cancel.cancelled() => {}
-                _ = lost.cancelled(), if spec.lease.is_some() => {}
+                _ = async { lease.expect("checked").keep().await }, if lease.is_some() => {}
             }
             attempt_no += 1;
             continue;
