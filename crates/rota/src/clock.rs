@@ -34,18 +34,38 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> Timestamp;
 
     /// Completes when [`now`](Self::now) has reached `deadline`, or earlier
-    /// (callers re-check the time and sleep again). A system clock wakes at
-    /// least once a second so that a step of the wall clock (NTP, suspend and
-    /// resume) is noticed within a second.
+    /// (callers re-check the time and sleep again). A system clock wakes
+    /// when the wall clock is stepped (NTP, `date -s`, resume from suspend),
+    /// so a step is noticed at once (within a second where the operating
+    /// system cannot tell).
     fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()>;
 }
 
 /// The operating system's clock.
+///
+/// A sleep is a tokio timer for the whole wait (no periodic wake-up, so an
+/// idle scheduler costs nothing). On Linux, a thread of its own (started
+/// once, blocked in `read` the rest of the time) holds a `timerfd` on
+/// `CLOCK_REALTIME` with `TFD_TIMER_CANCEL_ON_SET`: when the wall clock is
+/// stepped (NTP step, `date -s`, resume from suspend), every sleeper wakes at
+/// once and looks at the time again. Elsewhere a sleep wakes every
+/// [`MAX_SLEEP`] to look.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
-/// The longest a [`SystemClock`] sleeps before looking at the time again.
+/// Where steps of the wall clock cannot be watched, the longest a
+/// [`SystemClock`] sleeps before looking at the time again.
 pub const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// What is left until `deadline`, zero if it passed.
+fn until(deadline: Timestamp) -> Duration {
+    let wait = deadline.duration_since(Timestamp::now());
+    if wait.is_negative() {
+        Duration::ZERO
+    } else {
+        Duration::try_from(wait).unwrap_or(Duration::MAX)
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
@@ -53,13 +73,71 @@ impl Clock for SystemClock {
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
-        let wait = deadline.duration_since(Timestamp::now());
-        let wait = if wait.is_negative() {
-            Duration::ZERO
-        } else {
-            Duration::try_from(wait).unwrap_or(MAX_SLEEP).min(MAX_SLEEP)
+        #[cfg(target_os = "linux")]
+        if let Some(stepped) = steps::watch() {
+            return Box::pin(async move {
+                let notified = stepped.notified();
+                tokio::pin!(notified);
+                // Listen before reading the clock, so no step is missed.
+                notified.as_mut().enable();
+                tokio::select! {
+                    _ = tokio::time::sleep(until(deadline)) => {}
+                    _ = notified => {}
+                }
+            });
+        }
+        Box::pin(tokio::time::sleep(until(deadline).min(MAX_SLEEP)))
+    }
+}
+
+/// Steps of the wall clock, from a `TFD_TIMER_CANCEL_ON_SET` timerfd.
+#[cfg(target_os = "linux")]
+mod steps {
+    use std::sync::OnceLock;
+
+    use rustix::io::Errno;
+    use rustix::time::{
+        timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
+        TimerfdTimerFlags, Timespec,
+    };
+    use tokio::sync::Notify;
+
+    /// Arms `fd` for an absolute instant far away: only a step wakes it.
+    fn arm(fd: &rustix::fd::OwnedFd) -> rustix::io::Result<()> {
+        let far = Itimerspec {
+            it_interval: Timespec { tv_sec: 0, tv_nsec: 0 },
+            // 2200-01-01T00:00:00Z.
+            it_value: Timespec { tv_sec: 7_258_118_400, tv_nsec: 0 },
         };
-        Box::pin(tokio::time::sleep(wait))
+        timerfd_settime(fd, TimerfdTimerFlags::ABSTIME | TimerfdTimerFlags::CANCEL_ON_SET, &far)
+            .map(|_| ())
+    }
+
+    /// Notified on every step; `None` if the watch could not be set up.
+    pub(super) fn watch() -> Option<&'static Notify> {
+        static WATCH: OnceLock<Option<&'static Notify>> = OnceLock::new();
+        *WATCH.get_or_init(|| {
+            let fd = timerfd_create(TimerfdClockId::Realtime, TimerfdFlags::CLOEXEC).ok()?;
+            arm(&fd).ok()?;
+            let stepped: &'static Notify = Box::leak(Box::new(Notify::new()));
+            std::thread::Builder::new()
+                .name("rota-clock-steps".into())
+                .spawn(move || loop {
+                    let mut expirations = [0u8; 8];
+                    match rustix::io::read(&fd, &mut expirations) {
+                        Err(Errno::INTR) => {}
+                        Err(Errno::CANCELED) | Ok(_) => {
+                            stepped.notify_waiters();
+                            if arm(&fd).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                })
+                .ok()?;
+            Some(stepped)
+        })
     }
 }
 
@@ -135,4 +213,22 @@ pub(crate) fn signed(d: Duration) -> SignedDuration {
 /// `b - a` as a std `Duration`, zero if negative.
 pub(crate) fn elapsed(a: Timestamp, b: Timestamp) -> Duration {
     Duration::try_from(b.duration_since(a)).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one test on real time: a sleep longer than `MAX_SLEEP` on the
+    /// system clock neither wakes before its deadline nor long after it.
+    #[tokio::test]
+    async fn a_long_system_sleep_ends_at_its_deadline() {
+        #[cfg(target_os = "linux")]
+        assert!(steps::watch().is_some(), "the clock-step watch could not be set up");
+        let start = std::time::Instant::now();
+        let deadline = Timestamp::now() + SignedDuration::from_millis(1200);
+        SystemClock.sleep_until(deadline).await;
+        assert!(Timestamp::now() >= deadline, "woke before the deadline");
+        assert!(start.elapsed() < Duration::from_millis(1700), "woke {:?} late", start.elapsed());
+    }
 }

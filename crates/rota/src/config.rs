@@ -91,9 +91,10 @@ impl SchedulerConfig {
         self
     }
 
-    /// How often the scheduler looks at the store and the clock when nothing
-    /// is due (`WithCheckInterval`). It does not set precision: fires are
-    /// timed to their instant.
+    /// How often a shared store (PostgreSQL, Redis) is re-read for other
+    /// nodes' changes in cluster mode (`WithCheckInterval`, default 1 s). It
+    /// does not set precision: fires are timed to their instant, and an idle
+    /// scheduler does not wake up for it.
     pub fn check_interval(mut self, d: Duration) -> Self {
         self.check_interval = d;
         self

@@ -4,9 +4,9 @@
 //!
 //! One driver task sleeps until the earliest due fire, kept in a binary heap
 //! of `(instant, generation, slot)` entries, and is woken when tasks change.
-//! A fire costs O(log n); an idle scheduler costs one wake-up per second (the
-//! system clock's longest sleep, so wall-clock steps are noticed), whatever
-//! the number of tasks. Changing or removing a task bumps its generation,
+//! A fire costs O(log n); an idle scheduler does not wake up until its next
+//! fire, a change of its tasks, or a step of the wall clock (see
+//! [`SystemClock`]), whatever the number of tasks. Changing or removing a task bumps its generation,
 //! which turns its heap entries stale instead of searching the heap.
 //!
 //! Each fire runs in its own tokio task: overlap policy, the concurrency
@@ -682,10 +682,9 @@ impl Inner {
                 continue;
             }
             let now = self.s.clock.now();
-            let deadline = match next_due {
-                Some(t) => t.min(now + crate::clock::signed(self.s.check_interval)),
-                None => now + crate::clock::signed(self.s.check_interval),
-            };
+            // Nothing wakes the driver but the next fire, a change of the
+            // tasks, or a step of the wall clock (see `SystemClock`).
+            let deadline = next_due.unwrap_or(now + jiff::SignedDuration::from_hours(24));
             tokio::select! {
                 _ = self.s.clock.sleep_until(deadline) => {}
                 _ = notified => {}
