@@ -31,10 +31,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-/// Every library measured here allocates through mimalloc (the same for all).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod cluster;
 mod distributed;
 mod stores;
