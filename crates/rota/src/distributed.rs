@@ -63,7 +63,7 @@
 //! };
 //! let ds = DistributedScheduler::new(Arc::new(MemoryStore::new()), config)?;
 //! let handler = FuncHandler::new("report", |ctx| async move {
-//!     println!("fire {} on {} with token {:?}", ctx.scheduled_at, ctx.node_id, ctx.fencing_token);
+//!     println!("fire {} on {} with token {:?}", ctx.scheduled_at(), ctx.node_id(), ctx.fencing_token());
 //!     Ok(())
 //! });
 //! ds.add(DefaultTask::new("report", "Report", "0 * * * * *", handler)).await?;
