@@ -31,7 +31,9 @@ else
 fi
 cargo test --workspace --all-features --doc
 
-# The seed's two examples, ported: bounded runs that assert their task ran.
+# The seed's examples, ported: bounded runs that assert their task ran.
 ROTA_RUN_FOR=2 cargo run -q -p rota --example basic
 ROTA_RUN_FOR=2 cargo run -q -p rota --example advanced
+# And the seed's distributed example, one node on the local Redis.
+ROTA_RUN_FOR=3 cargo run -q -p rota --features cluster-redis --example distributed
 echo "all tests passed"
