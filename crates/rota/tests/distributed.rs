@@ -375,6 +375,18 @@ async fn a_node_that_leaves_stops_getting_fires_and_lost_ones_are_counted() {
     let ran = c.total_runs() as i64;
     assert_eq!(ran + missed, expected, "ran {ran} + missed {missed} != {expected}");
     assert!(missed > 0, "node-2's lost fires were not counted");
+    // ... and visible in the history of the nodes that counted them.
+    let mut recorded = 0;
+    for n in &c.nodes[..2] {
+        let query = ExecutionQuery { limit: Some(100_000), ..Default::default() };
+        let history = n.scheduler().executions(&query).await.unwrap();
+        for e in history.iter().filter(|e| e.status == ExecutionStatus::Missed) {
+            assert_eq!(e.node_id, n.node_id());
+            assert!(e.error.contains("claimed by no node"), "{}", e.error);
+            recorded += 1;
+        }
+    }
+    assert!(recorded > 0, "no history record of the missed fires");
     for n in &c.nodes[..2] {
         let _ = n.stop().await;
         n.cluster().close().await.unwrap();
