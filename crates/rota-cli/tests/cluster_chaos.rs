@@ -37,7 +37,7 @@ use servers::{free_port, Kind, PrivateServer};
 
 const TASKS: usize = 20;
 const NODES: usize = 3;
-const ELECTION_TIMEOUT: Duration = Duration::from_secs(2);
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The backend of one test.
 enum Backend {
