@@ -95,6 +95,10 @@ async fn consul(c: &ClusterSection, node: &str, ns: &str) -> anyhow::Result<Arc<
         node_id: node.into(),
         key_prefix: format!("{ns}/cluster/"),
         session_ttl: c.election_timeout,
+        // No lock-delay: a crashed node's run locks and leadership come free
+        // when its session ends. Fire marks and fencing tokens, not the
+        // delay, keep a fire from running twice.
+        lock_delay: Duration::ZERO,
         forget_after: c.election_timeout.max(node_ttl(c)) * 10,
         ..ConsulClusterConfig::default()
     };

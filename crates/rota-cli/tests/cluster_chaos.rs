@@ -176,7 +176,7 @@ endpoints = ["{endpoint}"]
 namespace = "{ns}"
 election_timeout = "{}s"
 heartbeat_interval = "500ms"
-lock_timeout = "3s"
+lock_timeout = "2s"
 distribute_tasks = true
 "#,
         ELECTION_TIMEOUT.as_secs()
