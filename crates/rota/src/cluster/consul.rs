@@ -142,8 +142,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lease_deadline, parse_decimal_mark, Cluster, ClusterMessage, Leadership, LeadershipCallback,
-    LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    lease_deadline, parse_decimal_mark, Cluster, ClusterMessage, ElectionSlot, Leadership,
+    LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
 };
 use crate::error::{Error, Result};
 
@@ -275,7 +275,7 @@ struct Inner {
     /// The session task, then the heartbeat task once a node is registered.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     heartbeats_started: std::sync::atomic::AtomicBool,
-    election: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    election: ElectionSlot,
     subscribers: Mutex<Vec<MessageCallback>>,
     bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     /// HTTP requests sent, for [`Cluster::requests_sent`].
@@ -422,7 +422,7 @@ impl ConsulCluster {
             next_seq: Mutex::new(start_seq),
             tasks: Mutex::new(Vec::new()),
             heartbeats_started: std::sync::atomic::AtomicBool::new(false),
-            election: Mutex::new(None),
+            election: ElectionSlot::default(),
             subscribers: Mutex::new(Vec::new()),
             bus_task: tokio::sync::Mutex::new(None),
             requests: AtomicU64::new(0),
@@ -1195,22 +1195,13 @@ impl Cluster for ConsulCluster {
     async fn start_election(&self, callback: LeadershipCallback) -> Result<()> {
         let inner = &self.inner;
         inner.check_open("start election")?;
-        let mut election = inner.election.lock().unwrap();
-        if election.is_some() {
-            return Err(Error::backend(BACKEND, "start election: an election is already running"));
-        }
-        let stop = inner.closed.child_token();
-        let task = tokio::spawn(run_election(inner.clone(), callback, stop.clone()));
-        *election = Some((stop, task));
-        Ok(())
+        inner.election.start(BACKEND, &inner.closed, |stop| {
+            tokio::spawn(run_election(inner.clone(), callback, stop))
+        })
     }
 
     async fn stop_election(&self) -> Result<()> {
-        let running = self.inner.election.lock().unwrap().take();
-        if let Some((stop, task)) = running {
-            stop.cancel();
-            let _ = task.await;
-        }
+        self.inner.election.stop().await;
         Ok(())
     }
 

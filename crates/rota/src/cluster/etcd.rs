@@ -132,8 +132,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lease_deadline, Cluster, ClusterMessage, Leadership, LeadershipCallback, LeaseOps, LeaseWatch,
-    LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    lease_deadline, Cluster, ClusterMessage, ElectionSlot, Leadership, LeadershipCallback,
+    LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
 };
 use crate::error::{Error, Result};
 
@@ -240,7 +240,7 @@ struct Inner {
     /// The nodes this handle heartbeats, by ID.
     registered: Mutex<HashMap<String, Registration>>,
     heartbeat_task: Mutex<Option<JoinHandle<()>>>,
-    election: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    election: ElectionSlot,
     subscribers: Mutex<Vec<MessageCallback>>,
     bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     /// The lease broadcasts are put with, and when it was granted.
@@ -408,7 +408,7 @@ impl EtcdCluster {
                 held: Mutex::new(HashMap::new()),
                 registered: Mutex::new(HashMap::new()),
                 heartbeat_task: Mutex::new(None),
-                election: Mutex::new(None),
+                election: ElectionSlot::default(),
                 subscribers: Mutex::new(Vec::new()),
                 bus_task: tokio::sync::Mutex::new(None),
                 bus_lease: tokio::sync::Mutex::new(None),
@@ -1162,22 +1162,13 @@ impl Cluster for EtcdCluster {
     async fn start_election(&self, callback: LeadershipCallback) -> Result<()> {
         let inner = &self.inner;
         inner.check_open("start election")?;
-        let mut election = inner.election.lock().unwrap();
-        if election.is_some() {
-            return Err(Error::backend(BACKEND, "start election: an election is already running"));
-        }
-        let stop = inner.closed.child_token();
-        let task = tokio::spawn(run_election(inner.clone(), callback, stop.clone()));
-        *election = Some((stop, task));
-        Ok(())
+        inner.election.start(BACKEND, &inner.closed, |stop| {
+            tokio::spawn(run_election(inner.clone(), callback, stop))
+        })
     }
 
     async fn stop_election(&self) -> Result<()> {
-        let running = self.inner.election.lock().unwrap().take();
-        if let Some((stop, task)) = running {
-            stop.cancel();
-            let _ = task.await;
-        }
+        self.inner.election.stop().await;
         Ok(())
     }
 

@@ -461,6 +461,53 @@ fn parse_decimal_mark(backend: &str, what: &str, place: &str, bytes: &[u8]) -> R
     })
 }
 
+/// A backend's one election: the running election task and the token that
+/// stops it. [`Cluster::start_election`] fills it, [`Cluster::stop_election`]
+/// empties it.
+#[cfg(any(
+    feature = "cluster-redis",
+    feature = "cluster-etcd",
+    feature = "cluster-zookeeper",
+    feature = "cluster-consul"
+))]
+#[derive(Default)]
+pub(crate) struct ElectionSlot(Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>);
+
+#[cfg(any(
+    feature = "cluster-redis",
+    feature = "cluster-etcd",
+    feature = "cluster-zookeeper",
+    feature = "cluster-consul"
+))]
+impl ElectionSlot {
+    /// Starts an election task with `spawn`, given a child token of `parent`
+    /// that stops it; a `backend` error if an election is already running.
+    pub(crate) fn start(
+        &self,
+        backend: &str,
+        parent: &CancellationToken,
+        spawn: impl FnOnce(CancellationToken) -> tokio::task::JoinHandle<()>,
+    ) -> Result<()> {
+        let mut election = self.0.lock().unwrap();
+        if election.is_some() {
+            return Err(Error::backend(backend, "start election: an election is already running"));
+        }
+        let stop = parent.child_token();
+        let task = spawn(stop.clone());
+        *election = Some((stop, task));
+        Ok(())
+    }
+
+    /// Stops the running election, if any, and waits for its task to end.
+    pub(crate) async fn stop(&self) {
+        let running = self.0.lock().unwrap().take();
+        if let Some((stop, task)) = running {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+}
+
 /// The seed's `Cluster`: node registry, locks, leader election and broadcast.
 ///
 /// Object safe: use it as `Arc<dyn Cluster>`.

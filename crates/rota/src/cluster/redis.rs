@@ -101,9 +101,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    fire_mark_key, lease_deadline, run_lock_key, Cluster, ClusterMessage, FireClaim, FireRequest,
-    Leadership, LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo,
-    NodeStatus,
+    fire_mark_key, lease_deadline, run_lock_key, Cluster, ClusterMessage, ElectionSlot, FireClaim,
+    FireRequest, Leadership, LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback,
+    NodeInfo, NodeStatus,
 };
 use crate::error::{Error, Result};
 
@@ -326,7 +326,7 @@ struct Inner {
     /// The nodes this handle heartbeats, by ID.
     registered: Mutex<HashMap<String, String>>,
     heartbeat_task: Mutex<Option<JoinHandle<()>>>,
-    election: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    election: ElectionSlot,
     subscribers: Mutex<Vec<MessageCallback>>,
     bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -463,7 +463,7 @@ impl RedisCluster {
                 held: Mutex::new(HashMap::new()),
                 registered: Mutex::new(HashMap::new()),
                 heartbeat_task: Mutex::new(None),
-                election: Mutex::new(None),
+                election: ElectionSlot::default(),
                 subscribers: Mutex::new(Vec::new()),
                 bus_task: tokio::sync::Mutex::new(None),
             }),
@@ -1095,22 +1095,13 @@ impl Cluster for RedisCluster {
     async fn start_election(&self, callback: LeadershipCallback) -> Result<()> {
         let inner = &self.inner;
         inner.check_open("start election")?;
-        let mut election = inner.election.lock().unwrap();
-        if election.is_some() {
-            return Err(Error::backend(BACKEND, "start election: an election is already running"));
-        }
-        let stop = inner.closed.child_token();
-        let task = tokio::spawn(run_election(inner.clone(), callback, stop.clone()));
-        *election = Some((stop, task));
-        Ok(())
+        inner.election.start(BACKEND, &inner.closed, |stop| {
+            tokio::spawn(run_election(inner.clone(), callback, stop))
+        })
     }
 
     async fn stop_election(&self) -> Result<()> {
-        let running = self.inner.election.lock().unwrap().take();
-        if let Some((stop, task)) = running {
-            stop.cancel();
-            let _ = task.await;
-        }
+        self.inner.election.stop().await;
         Ok(())
     }
 

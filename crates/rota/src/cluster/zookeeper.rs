@@ -139,8 +139,8 @@ use tokio_util::sync::CancellationToken;
 use zk::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
 use super::{
-    lease_deadline, parse_decimal_mark, Cluster, ClusterMessage, Leadership, LeadershipCallback,
-    LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    lease_deadline, parse_decimal_mark, Cluster, ClusterMessage, ElectionSlot, Leadership,
+    LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
 };
 use crate::error::{Error, Result};
 
@@ -238,7 +238,7 @@ struct Inner {
     registered: Mutex<HashMap<String, String>>,
     heartbeat_task: Mutex<Option<JoinHandle<()>>>,
     session_task: Mutex<Option<JoinHandle<()>>>,
-    election: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    election: ElectionSlot,
     subscribers: Mutex<Vec<MessageCallback>>,
     bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     last_cleanup: Mutex<Option<Instant>>,
@@ -449,7 +449,7 @@ impl ZookeeperCluster {
             registered: Mutex::new(HashMap::new()),
             heartbeat_task: Mutex::new(None),
             session_task: Mutex::new(None),
-            election: Mutex::new(None),
+            election: ElectionSlot::default(),
             subscribers: Mutex::new(Vec::new()),
             bus_task: tokio::sync::Mutex::new(None),
             last_cleanup: Mutex::new(None),
@@ -1247,22 +1247,13 @@ impl Cluster for ZookeeperCluster {
     async fn start_election(&self, callback: LeadershipCallback) -> Result<()> {
         let inner = &self.inner;
         inner.check_open("start election")?;
-        let mut election = inner.election.lock().unwrap();
-        if election.is_some() {
-            return Err(Error::backend(BACKEND, "start election: an election is already running"));
-        }
-        let stop = inner.closed.child_token();
-        let task = tokio::spawn(run_election(inner.clone(), callback, stop.clone()));
-        *election = Some((stop, task));
-        Ok(())
+        inner.election.start(BACKEND, &inner.closed, |stop| {
+            tokio::spawn(run_election(inner.clone(), callback, stop))
+        })
     }
 
     async fn stop_election(&self) -> Result<()> {
-        let running = self.inner.election.lock().unwrap().take();
-        if let Some((stop, task)) = running {
-            stop.cancel();
-            let _ = task.await;
-        }
+        self.inner.election.stop().await;
         Ok(())
     }
 
