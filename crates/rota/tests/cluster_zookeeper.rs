@@ -20,8 +20,8 @@
 mod support;
 
 use support::cluster_conformance::{eventually, invalid_field, Fixture, Params};
+use support::faults::{self, DropParams, WindowEnd};
 use support::servers::{Kind, PrivateServer};
-use support::tcp_proxy::Proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -226,148 +226,30 @@ async fn bad_config_fails_clearly_and_fast() {
     assert!(start.elapsed() < timeout + Duration::from_millis(500), "{:?}", start.elapsed());
 }
 
-/// A lock holder's window: from the grant's reply to the last moment it
-/// still saw its guard as held.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    token: u64,
-    #[allow(dead_code)] // shown in failure messages
-    node: usize,
-    start: Instant,
-    end: Instant,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_stay_exclusive_and_everything_recovers_when_connections_drop() {
-    let proxy = Proxy::start(addr()).await;
     let root = unique_root();
     let _cleanup = Cleanup(root.clone());
-    let mut clusters = Vec::new();
-    for i in 0..3 {
+    // The sessions survive the drops: they reconnect at once. Every drop
+    // marks the guards lost (the connection is gone), so grants are fewer
+    // than on Redis; exclusivity is what this checks. A holder's window ends
+    // at the last moment it still saw its guard as held.
+    let params = DropParams {
+        lock_ttl: Duration::from_millis(300),
+        retry_pause: Duration::from_millis(2),
+        min_grants: 5,
+        window_end: WindowEnd::LastSeenHeld,
+    };
+    let run = faults::connection_drops(addr(), params, |port, i| {
         let config = ZookeeperClusterConfig {
-            servers: vec![format!("127.0.0.1:{}", proxy.port)],
+            servers: vec![format!("127.0.0.1:{port}")],
             ..config(&root, &format!("node-{i}"))
         };
-        clusters.push(Arc::new(ZookeeperCluster::new(config).await.unwrap()));
-    }
-    let leading: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 3]));
-    let inboxes: Vec<Arc<Mutex<Vec<ClusterMessage>>>> = (0..3).map(|_| Arc::default()).collect();
-    for (i, cluster) in clusters.iter().enumerate() {
-        cluster.register(NodeInfo::new(format!("node-{i}"), "127.0.0.1", 7000)).await.unwrap();
-        let leading = leading.clone();
-        cluster
-            .start_election(Arc::new(move |event| match event {
-                Leadership::Elected { term } => leading.lock().unwrap()[i] = term,
-                Leadership::Lost { .. } => leading.lock().unwrap()[i] = 0,
-            }))
-            .await
-            .unwrap();
-        let inbox = inboxes[i].clone();
-        cluster.subscribe(Arc::new(move |msg| inbox.lock().unwrap().push(msg))).await.unwrap();
-    }
-
-    // Three seconds of contention on one lock while every connection is
-    // dropped every 250 ms (the sessions survive: they reconnect at once).
-    // Under load (CI on 2 cores) grants come slower: keep the chaos going
-    // until enough grants were seen, up to five times as long.
-    let chaos = Duration::from_secs(3);
-    let start = Instant::now();
-    let windows: Arc<Mutex<Vec<Window>>> = Arc::default();
-    let mut workers = Vec::new();
-    for (node, cluster) in clusters.iter().enumerate() {
-        for _ in 0..2 {
-            let (cluster, windows) = (cluster.clone(), windows.clone());
-            workers.push(tokio::spawn(async move {
-                let ttl = Duration::from_millis(300);
-                while start.elapsed() < chaos
-                    || (start.elapsed() < chaos * 5 && windows.lock().unwrap().len() < 5)
-                {
-                    let guard = match cluster.acquire_lock("job", ttl).await {
-                        Ok(Some(guard)) => guard,
-                        Ok(None) | Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(2)).await;
-                            continue;
-                        }
-                    };
-                    let granted = Instant::now();
-                    let mut end = granted;
-                    let steps = if guard.token() % 3 == 0 { 4 } else { 1 };
-                    for _ in 0..steps {
-                        tokio::time::sleep(Duration::from_millis(guard.token() % 20 + 30)).await;
-                        let now = Instant::now();
-                        if guard.is_lost() {
-                            break;
-                        }
-                        end = now;
-                        if guard.renew(ttl).await.is_err() {
-                            break;
-                        }
-                    }
-                    if end > granted {
-                        let token = guard.token();
-                        windows.lock().unwrap().push(Window { token, node, start: granted, end });
-                    }
-                    let _ = guard.release().await;
-                }
-            }));
-        }
-    }
-    let mut drops = 0;
-    while start.elapsed() < chaos
-        || (start.elapsed() < chaos * 5 && windows.lock().unwrap().len() < 5)
-    {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        proxy.drop_all();
-        drops += 1;
-    }
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    let mut windows = windows.lock().unwrap().clone();
-    windows.sort_by_key(|w| w.token);
-    // Every drop marks the guards lost (the connection is gone), so grants
-    // are fewer than on Redis; exclusivity is what this checks.
-    assert!(windows.len() >= 5, "only {} grants", windows.len());
-    for pair in windows.windows(2) {
-        assert!(pair[1].token > pair[0].token, "token granted twice: {pair:?}");
-        assert!(pair[1].start >= pair[0].end, "two holders at once: {pair:?}");
-    }
-
-    // Afterwards: registered, one leader, broadcasts delivered.
-    let recovery = Instant::now();
-    let mut registered = false;
-    while recovery.elapsed() < Duration::from_secs(3) {
-        let online = clusters[0]
-            .nodes()
-            .await
-            .map(|nodes| nodes.iter().filter(|n| n.status != NodeStatus::Offline).count());
-        if online.is_ok_and(|n| n == 3) {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(registered, "nodes not all online after the drops");
-    assert!(
-        eventually(Duration::from_secs(3), || {
-            leading.lock().unwrap().iter().filter(|&&t| t != 0).count() == 1
-        })
-        .await,
-        "not exactly one leader: {:?}",
-        leading.lock().unwrap()
-    );
-    let mut delivered = false;
-    while recovery.elapsed() < Duration::from_secs(6) {
-        let _ = clusters[1].broadcast(ClusterMessage::new("after-drops", Vec::new())).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if inboxes.iter().all(|inbox| inbox.lock().unwrap().iter().any(|m| m.kind == "after-drops"))
-        {
-            delivered = true;
-            break;
-        }
-    }
-    assert!(delivered, "broadcast not delivered after the drops");
-    let recovered = recovery.elapsed();
+        async move { Arc::new(ZookeeperCluster::new(config).await.unwrap()) as Arc<dyn Cluster> }
+    })
+    .await;
+    let (proxy, clusters, leading, inboxes) =
+        (&run.proxy, &run.clusters, &run.leading, &run.inboxes);
 
     // A blackout longer than the session timeout: the sessions expire, each
     // handle connects a new one, registers again, runs for leadership again
@@ -412,15 +294,8 @@ async fn locks_stay_exclusive_and_everything_recovers_when_connections_drop() {
     assert!(delivered, "broadcast not delivered after the sessions expired");
     let guard = clusters[1].acquire_lock("job", Duration::from_secs(1)).await.unwrap();
     assert!(guard.is_some(), "the lock is still held by an expired session");
-    println!(
-        "{} exclusive grants across {drops} connection drops; recovered in {recovered:?}; \
-         recovered from expired sessions in {:?}",
-        windows.len(),
-        back.elapsed()
-    );
-    for cluster in &clusters {
-        cluster.close().await.unwrap();
-    }
+    println!("{}; recovered from expired sessions in {:?}", run.summary, back.elapsed());
+    run.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! Shared test helpers: the store and cluster conformance suites, the Consul
-//! fake, a TCP proxy and private servers. Each test binary uses only some of
+//! fake, the connection-drop fault test, a TCP proxy and private servers. Each test binary uses only some of
 //! them.
 
 #[allow(dead_code)]
@@ -8,6 +8,8 @@ pub mod cluster_conformance;
 pub mod conformance;
 #[allow(dead_code)]
 pub mod consul_fake;
+#[allow(dead_code)]
+pub mod faults;
 // `servers.rs` allows dead code itself (rota-cli includes it by path).
 pub mod servers;
 #[allow(dead_code)]
