@@ -748,6 +748,12 @@ impl Store for Timed {
         self.saved(t, tasks.len());
         r
     }
+    async fn save_run_state(&self, tasks: &[DefaultTask]) -> rota::Result<()> {
+        let t = Instant::now();
+        let r = self.inner.save_run_state(tasks).await;
+        self.saved(t, tasks.len());
+        r
+    }
     async fn get_by_tags(&self, tags: &BTreeMap<String, String>) -> rota::Result<Vec<DefaultTask>> {
         self.other();
         self.inner.get_by_tags(tags).await

@@ -122,6 +122,9 @@ impl Store for Scoped {
     async fn save_batch(&self, tasks: &[DefaultTask]) -> rota::Result<()> {
         self.0.save_batch(tasks).await
     }
+    async fn save_run_state(&self, tasks: &[DefaultTask]) -> rota::Result<()> {
+        self.0.save_run_state(tasks).await
+    }
     async fn get_by_tags(&self, tags: &BTreeMap<String, String>) -> rota::Result<Vec<DefaultTask>> {
         self.0.get_by_tags(tags).await
     }

@@ -108,6 +108,9 @@ impl Store for Scratch {
     async fn save_batch(&self, tasks: &[DefaultTask]) -> rota::Result<()> {
         self.s().save_batch(tasks).await
     }
+    async fn save_run_state(&self, tasks: &[DefaultTask]) -> rota::Result<()> {
+        self.s().save_run_state(tasks).await
+    }
     async fn get_by_tags(&self, tags: &BTreeMap<String, String>) -> rota::Result<Vec<DefaultTask>> {
         self.s().get_by_tags(tags).await
     }

@@ -75,7 +75,7 @@ impl Inner {
                             })
                             .collect()
                     };
-                    if let Err(e) = self.s.store.save_batch(&snaps).await {
+                    if let Err(e) = self.s.store.save_run_state(&snaps).await {
                         tracing::warn!(target: "rota", error = %e, tasks = snaps.len(), "could not save run state");
                     }
                 }

@@ -100,6 +100,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn save_run_state(&self, tasks: &[DefaultTask]) -> Result<()> {
+        self.check("save_run_state")?;
+        {
+            let mut map = self.tasks.write().unwrap();
+            for t in tasks {
+                if let Some(cur) = map.get_mut(&*t.id) {
+                    if cur.updated_at == t.updated_at {
+                        let mut t = t.clone();
+                        t.handler = None;
+                        *cur = t;
+                    }
+                }
+            }
+        }
+        self.touch();
+        Ok(())
+    }
+
     async fn get(&self, id: &str) -> Result<DefaultTask> {
         self.check("get")?;
         self.tasks

@@ -225,6 +225,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn load_all(&self) -> Result<LoadReport> {
         Ok(LoadReport { tasks: self.get_all().await?, errors: Vec::new() })
     }
+    /// Writes back the run state of tasks (counts, last and next run, last
+    /// error) that the store still holds *with the same definition*: a task
+    /// that is gone from the store, or whose `updated_at` there differs (it
+    /// was removed or redefined by another process meanwhile), is left
+    /// alone. The scheduler's write-behind uses it, so that a shared store
+    /// never gets a removed task back, nor an older definition. The default
+    /// saves the tasks whole.
+    async fn save_run_state(&self, tasks: &[DefaultTask]) -> Result<()> {
+        self.save_batch(tasks).await
+    }
+
     /// Whether several processes can share this store (a database server),
     /// so that a [`DistributedScheduler`](crate::DistributedScheduler)
     /// re-reads it every `check_interval` to pick up other nodes' changes.
@@ -237,6 +248,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
             self.record_execution(e).await?;
         }
         Ok(())
+    }
+}
+
+/// `t.updated_at` as the task's JSON writes it, to compare with a stored copy.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn updated_at_json(t: &DefaultTask) -> String {
+    match serde_json::to_value(t.updated_at) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => t.updated_at.to_string(),
     }
 }
 

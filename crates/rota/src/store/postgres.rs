@@ -184,6 +184,7 @@ impl fmt::Debug for PostgresStore {
 struct Sql {
     save: String,
     save_batch: String,
+    save_run_state: String,
     get: String,
     get_all: String,
     by_tags: String,
@@ -213,6 +214,13 @@ impl Sql {
                  SELECT u.id, u.name, u.enabled, u.handler, u.tags::jsonb, u.data, now() \
                  FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[]) \
                  AS u(id, name, enabled, handler, tags, data) {UPSERT}"
+            ),
+            // `json`, not `jsonb`: the text may hold \u0000, which jsonb refuses.
+            save_run_state: format!(
+                "UPDATE {s}.tasks AS t SET enabled = u.enabled, data = u.data, updated_at = now() \
+                 FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[]) \
+                 AS u(id, enabled, data, upd) \
+                 WHERE t.id = u.id AND (t.data::json ->> 'updated_at') = u.upd"
             ),
             get: format!("SELECT id, data FROM {s}.tasks WHERE id = $1"),
             get_all: format!("SELECT id, data FROM {s}.tasks ORDER BY id"),
@@ -762,6 +770,37 @@ impl Store for PostgresStore {
                 .await
                 .map_err(|e| self.err(&ctx, &e))?;
         }
+        tx.commit().await.map_err(|e| self.err(&ctx, &e))?;
+        self.touch();
+        Ok(())
+    }
+
+    async fn save_run_state(&self, tasks: &[DefaultTask]) -> Result<()> {
+        self.check("save_run_state")?;
+        for t in tasks {
+            check_id(t)?;
+        }
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        // In ID order, as `save_batch`, so concurrent writers can't deadlock.
+        let mut by_id: BTreeMap<&str, &DefaultTask> = BTreeMap::new();
+        for t in tasks {
+            by_id.insert(&*t.id, t);
+        }
+        let (mut ids, mut enabled, mut data, mut upd) = (vec![], vec![], vec![], vec![]);
+        for t in by_id.into_values() {
+            ids.push(&*t.id);
+            enabled.push(t.enabled);
+            data.push(task_json(t)?.1);
+            upd.push(super::updated_at_json(t));
+        }
+        let mut client = self.client("save_run_state").await?;
+        let ctx = format!("save_run_state of {} tasks", ids.len());
+        let tx = client.transaction().await.map_err(|e| self.err(&ctx, &e))?;
+        let stmt =
+            tx.prepare_cached(&self.sql.save_run_state).await.map_err(|e| self.err(&ctx, &e))?;
+        tx.execute(&stmt, &[&ids, &enabled, &data, &upd]).await.map_err(|e| self.err(&ctx, &e))?;
         tx.commit().await.map_err(|e| self.err(&ctx, &e))?;
         self.touch();
         Ok(())

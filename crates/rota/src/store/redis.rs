@@ -97,6 +97,31 @@ const SCAN_PAGE: isize = 1_000;
 /// Saves tasks (distinct IDs, at most a few thousand). `ARGV`: prefix, now
 /// (RFC 3339), then for each task: ID, JSON, `1` if enabled else `0`, the
 /// number of tags, and the tags as key, value.
+/// Writes run state. `ARGV`: prefix, then ID, JSON, `updated_at` as the JSON
+/// writes it, enabled (`1`/`0`) per task. A task is written only if its
+/// stored copy has the same `updated_at`. Returns how many were written.
+const RUN_STATE_LUA: &str = r#"
+local p, n = ARGV[1], 0
+for i = 2, #ARGV, 4 do
+  local id, json, upd, on = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local key = p .. 'task:' .. id
+  local old = redis.call('GET', key)
+  if old then
+    local ok, t = pcall(cjson.decode, old)
+    if ok and type(t) == 'table' and t.updated_at == upd then
+      redis.call('SET', key, json)
+      if on == '1' then
+        redis.call('SADD', p .. 'enabled', id)
+      else
+        redis.call('SREM', p .. 'enabled', id)
+      end
+      n = n + 1
+    end
+  end
+end
+return n
+"#;
+
 const SAVE_LUA: &str = r#"
 local p = ARGV[1]
 local function tagkey(k, v) return p .. 'tag:' .. #k .. ':' .. k .. '=' .. v end
@@ -246,6 +271,7 @@ pub struct RedisStore {
     addr: String,
     retention: Retention,
     save_script: Script,
+    run_state_script: Script,
     delete_script: Script,
     record_script: Script,
 }
@@ -294,6 +320,7 @@ impl RedisStore {
             addr,
             retention: options.retention,
             save_script: Script::new(SAVE_LUA),
+            run_state_script: Script::new(RUN_STATE_LUA),
             delete_script: Script::new(DELETE_LUA),
             record_script: Script::new(RECORD_LUA),
         })
@@ -692,6 +719,29 @@ impl Store for RedisStore {
             return Ok(());
         }
         self.write_tasks(tasks, &format!("save_batch of {} tasks", tasks.len())).await
+    }
+
+    async fn save_run_state(&self, tasks: &[DefaultTask]) -> Result<()> {
+        let mut con = self.con("save_run_state")?;
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let mut call = self.run_state_script.prepare_invoke();
+        call.arg(&self.prefix);
+        for t in tasks {
+            let json = serde_json::to_vec(t).map_err(|e| {
+                Error::backend(BACKEND, format!("cannot serialise task {:?}: {e}", t.id))
+            })?;
+            call.arg(&*t.id).arg(json).arg(super::updated_at_json(t)).arg(if t.enabled {
+                "1"
+            } else {
+                "0"
+            });
+        }
+        call.invoke_async::<i64>(&mut con)
+            .await
+            .map_err(self.err(format!("save_run_state of {} tasks", tasks.len())))?;
+        Ok(())
     }
 
     async fn get_by_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<DefaultTask>> {

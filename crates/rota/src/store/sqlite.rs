@@ -381,6 +381,25 @@ impl Inner {
         tx.commit().map_err(&err)
     }
 
+    /// Rewrites each row still stored with the same `updated_at`.
+    fn write_run_state(&self, conn: &mut Connection, rows: &[(TaskRow, String)]) -> Result<()> {
+        let err = self.err("save_run_state");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE tasks SET enabled = ?2, data = ?3
+                     WHERE id = ?1 AND json_extract(data, '$.updated_at') = ?4",
+                )
+                .map_err(&err)?;
+            for (r, updated_at) in rows {
+                update.execute(params![r.id, r.enabled, r.data, updated_at]).map_err(&err)?;
+            }
+        }
+        touch(&tx).map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
     fn write_executions(&self, conn: &mut Connection, op: &str, rows: &[ExecRow]) -> Result<()> {
         let err = self.err(op);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
@@ -723,6 +742,18 @@ impl Store for SqliteStore {
         }
         self.run("save_batch", move |conn, inner| inner.write_tasks(conn, "save_batch", &rows))
             .await
+    }
+
+    async fn save_run_state(&self, tasks: &[DefaultTask]) -> Result<()> {
+        self.check("save_run_state")?;
+        let rows = tasks
+            .iter()
+            .map(|t| Ok((task_row(t)?, super::updated_at_json(t))))
+            .collect::<Result<Vec<_>>>()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.run("save_run_state", move |conn, inner| inner.write_run_state(conn, &rows)).await
     }
 
     async fn get_by_tags(&self, tags: &BTreeMap<String, String>) -> Result<Vec<DefaultTask>> {

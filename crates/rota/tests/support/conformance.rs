@@ -60,6 +60,37 @@ pub async fn save_and_get_round_trip_every_field(s: Arc<dyn Store>) {
     assert_eq!(back.time_zone(), Some("Europe/London"));
 }
 
+pub async fn run_state_saves_leave_removed_and_redefined_tasks_alone(s: Arc<dyn Store>) {
+    let t = task("rs", &[], true);
+    s.save(&t).await.unwrap();
+    // The run state of the stored definition is written.
+    let mut ran = t.clone();
+    ran.increment_run_count();
+    ran.set_next_run_at(Some("2026-12-04T10:06:00Z".parse().unwrap()));
+    s.save_run_state(std::slice::from_ref(&ran)).await.unwrap();
+    let back = s.get("rs").await.unwrap();
+    assert_eq!(back.run_count(), 1);
+    assert_eq!(back.next_run_at(), ran.next_run_at());
+    // Another process redefines it: run state of the older definition is
+    // not written over the newer one.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let mut newer = t.clone();
+    newer.set_schedule("0 * * * * *");
+    assert_ne!(newer.updated_at(), t.updated_at());
+    s.save(&newer).await.unwrap();
+    let mut stale = ran.clone();
+    stale.increment_run_count();
+    s.save_run_state(&[stale]).await.unwrap();
+    let back = s.get("rs").await.unwrap();
+    assert_eq!(back.schedule(), "0 * * * * *");
+    assert_eq!(back.run_count(), 0);
+    // Another process removes it: run state does not bring it back.
+    s.delete("rs").await.unwrap();
+    s.save_run_state(&[ran]).await.unwrap();
+    assert_eq!(s.get("rs").await.unwrap_err().kind(), ErrorKind::TaskNotFound);
+    assert_eq!(s.stats().await.unwrap().total_tasks, 0);
+}
+
 pub async fn missing_tasks_are_not_found(s: Arc<dyn Store>) {
     assert_eq!(s.get("nope").await.unwrap_err().kind(), ErrorKind::TaskNotFound);
     assert_eq!(s.delete("nope").await.unwrap_err().kind(), ErrorKind::TaskNotFound);
@@ -245,6 +276,7 @@ macro_rules! store_conformance {
             }
             check!(save_and_get_round_trip_every_field);
             check!(missing_tasks_are_not_found);
+            check!(run_state_saves_leave_removed_and_redefined_tasks_alone);
             check!(save_replaces_and_delete_and_clear_remove);
             check!(save_batch_is_all_or_nothing);
             check!(get_by_tags_matches_every_tag);
