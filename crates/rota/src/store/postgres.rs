@@ -487,6 +487,19 @@ fn closed(what: &str) -> Error {
 }
 
 /// A task's ID must be non-empty and fit in a `text` column (no NUL).
+/// `tasks` checked, by ID. The last of several tasks with one ID wins, as with
+/// one save each (one statement can't touch a row twice). Rows go in ID order,
+/// so that concurrent batches on shared IDs lock rows in the same order and
+/// can't deadlock.
+fn by_id(tasks: &[DefaultTask]) -> Result<BTreeMap<&str, &DefaultTask>> {
+    let mut by_id = BTreeMap::new();
+    for t in tasks {
+        check_id(t)?;
+        by_id.insert(&*t.id, t);
+    }
+    Ok(by_id)
+}
+
 fn check_id(t: &DefaultTask) -> Result<()> {
     if t.id.is_empty() {
         return Err(Error::TaskIdRequired { name: t.name.to_string() });
@@ -733,19 +746,9 @@ impl Store for PostgresStore {
     async fn save_batch(&self, tasks: &[DefaultTask]) -> Result<()> {
         self.check("save_batch")?;
         // Validate and encode everything first: all or nothing.
-        for t in tasks {
-            check_id(t)?;
-        }
-        if tasks.is_empty() {
+        let by_id = by_id(tasks)?;
+        if by_id.is_empty() {
             return Ok(());
-        }
-        // The last of several tasks with one ID wins, as with one save each
-        // (one INSERT ... ON CONFLICT can't touch a row twice). Rows go in ID
-        // order, so that concurrent batches on shared IDs lock rows in the
-        // same order and can't deadlock.
-        let mut by_id: BTreeMap<&str, &DefaultTask> = BTreeMap::new();
-        for t in tasks {
-            by_id.insert(&*t.id, t);
         }
         let mut chunks: Vec<TaskColumns<'_>> = Vec::new();
         for t in by_id.into_values() {
@@ -777,16 +780,9 @@ impl Store for PostgresStore {
 
     async fn save_run_state(&self, tasks: &[DefaultTask]) -> Result<()> {
         self.check("save_run_state")?;
-        for t in tasks {
-            check_id(t)?;
-        }
-        if tasks.is_empty() {
+        let by_id = by_id(tasks)?;
+        if by_id.is_empty() {
             return Ok(());
-        }
-        // In ID order, as `save_batch`, so concurrent writers can't deadlock.
-        let mut by_id: BTreeMap<&str, &DefaultTask> = BTreeMap::new();
-        for t in tasks {
-            by_id.insert(&*t.id, t);
         }
         let (mut ids, mut enabled, mut data, mut upd) = (vec![], vec![], vec![], vec![]);
         for t in by_id.into_values() {
