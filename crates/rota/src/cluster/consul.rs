@@ -144,6 +144,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     lease_deadline, parse_decimal_mark, Cluster, ClusterMessage, ElectionSlot, Leadership,
     LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    Subscribers,
 };
 use crate::error::{Error, Result};
 
@@ -276,8 +277,7 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     heartbeats_started: std::sync::atomic::AtomicBool,
     election: ElectionSlot,
-    subscribers: Mutex<Vec<MessageCallback>>,
-    bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    subscribers: Subscribers,
     /// HTTP requests sent, for [`Cluster::requests_sent`].
     requests: AtomicU64,
 }
@@ -423,8 +423,7 @@ impl ConsulCluster {
             tasks: Mutex::new(Vec::new()),
             heartbeats_started: std::sync::atomic::AtomicBool::new(false),
             election: ElectionSlot::default(),
-            subscribers: Mutex::new(Vec::new()),
-            bus_task: tokio::sync::Mutex::new(None),
+            subscribers: Subscribers::default(),
             requests: AtomicU64::new(0),
         });
         let sent = Instant::now();
@@ -1047,7 +1046,7 @@ async fn run_bus(inner: Arc<Inner>, mut index: u64) {
                     delivered = entry.create_index;
                     match serde_json::from_slice::<ClusterMessage>(&entry.bytes()) {
                         Ok(message) => {
-                            let callbacks = inner.subscribers.lock().unwrap().clone();
+                            let callbacks = inner.subscribers.callbacks();
                             for callback in callbacks {
                                 callback(message.clone());
                             }
@@ -1227,16 +1226,12 @@ impl Cluster for ConsulCluster {
     async fn subscribe(&self, callback: MessageCallback) -> Result<()> {
         let inner = &self.inner;
         inner.check_open("subscribe")?;
-        let mut task = inner.bus_task.lock().await;
-        if task.is_none() {
+        let start = || async {
             let (_, index) =
                 inner.get("subscribe", &inner.key("bus/"), true, 0, Duration::ZERO).await?;
-            inner.subscribers.lock().unwrap().push(callback);
-            *task = Some(tokio::spawn(run_bus(inner.clone(), index)));
-        } else {
-            inner.subscribers.lock().unwrap().push(callback);
-        }
-        Ok(())
+            Ok(tokio::spawn(run_bus(inner.clone(), index)))
+        };
+        inner.subscribers.subscribe(callback, start).await
     }
 
     async fn advance_mark(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
@@ -1261,7 +1256,7 @@ impl Cluster for ConsulCluster {
         for task in tasks {
             let _ = task.await;
         }
-        if let Some(task) = inner.bus_task.lock().await.take() {
+        if let Some(task) = inner.subscribers.take_task().await {
             let _ = task.await;
         }
         Ok(())

@@ -132,8 +132,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    lease_deadline, Cluster, ClusterMessage, ElectionSlot, Leadership, LeadershipCallback,
-    LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    lease_deadline, start_bus, Cluster, ClusterMessage, ElectionSlot, Leadership,
+    LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    Subscribers,
 };
 use crate::error::{Error, Result};
 
@@ -241,8 +242,7 @@ struct Inner {
     registered: Mutex<HashMap<String, Registration>>,
     heartbeat_task: Mutex<Option<JoinHandle<()>>>,
     election: ElectionSlot,
-    subscribers: Mutex<Vec<MessageCallback>>,
-    bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    subscribers: Subscribers,
     /// The lease broadcasts are put with, and when it was granted.
     bus_lease: tokio::sync::Mutex<Option<(i64, Instant)>>,
     /// Distinguishes this handle's broadcast keys from an earlier one's.
@@ -409,8 +409,7 @@ impl EtcdCluster {
                 registered: Mutex::new(HashMap::new()),
                 heartbeat_task: Mutex::new(None),
                 election: ElectionSlot::default(),
-                subscribers: Mutex::new(Vec::new()),
-                bus_task: tokio::sync::Mutex::new(None),
+                subscribers: Subscribers::default(),
                 bus_lease: tokio::sync::Mutex::new(None),
                 started,
                 seq: AtomicU64::new(0),
@@ -974,7 +973,7 @@ async fn run_bus(inner: Arc<Inner>, mut ready: Option<oneshot::Sender<Result<()>
                         }
                         match serde_json::from_slice::<ClusterMessage>(kv.value()) {
                             Ok(message) => {
-                                let callbacks = inner.subscribers.lock().unwrap().clone();
+                                let callbacks = inner.subscribers.callbacks();
                                 for callback in callbacks {
                                     callback(message.clone());
                                 }
@@ -1201,21 +1200,8 @@ impl Cluster for EtcdCluster {
     async fn subscribe(&self, callback: MessageCallback) -> Result<()> {
         let inner = &self.inner;
         inner.check_open("subscribe")?;
-        let mut task = inner.bus_task.lock().await;
-        inner.subscribers.lock().unwrap().push(callback);
-        if task.is_none() {
-            let (tx, rx) = oneshot::channel();
-            let handle = tokio::spawn(run_bus(inner.clone(), Some(tx)));
-            let outcome = rx.await.unwrap_or_else(|_| {
-                Err(Error::backend(BACKEND, "subscribe: the subscriber task ended"))
-            });
-            if let Err(e) = outcome {
-                inner.subscribers.lock().unwrap().pop();
-                return Err(e);
-            }
-            *task = Some(handle);
-        }
-        Ok(())
+        let start = || start_bus(BACKEND, |tx| tokio::spawn(run_bus(inner.clone(), Some(tx))));
+        inner.subscribers.subscribe(callback, start).await
     }
 
     async fn advance_mark(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
@@ -1271,7 +1257,7 @@ impl Cluster for EtcdCluster {
         if let Some(task) = heartbeat {
             let _ = task.await;
         }
-        if let Some(task) = inner.bus_task.lock().await.take() {
+        if let Some(task) = inner.subscribers.take_task().await {
             let _ = task.await;
         }
         Ok(())

@@ -508,6 +508,77 @@ impl ElectionSlot {
     }
 }
 
+/// A backend's broadcast subscribers and the one task that delivers messages
+/// to them, started by the first [`Cluster::subscribe`].
+#[cfg(any(
+    feature = "cluster-redis",
+    feature = "cluster-etcd",
+    feature = "cluster-zookeeper",
+    feature = "cluster-consul"
+))]
+#[derive(Default)]
+pub(crate) struct Subscribers {
+    callbacks: Mutex<Vec<MessageCallback>>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[cfg(any(
+    feature = "cluster-redis",
+    feature = "cluster-etcd",
+    feature = "cluster-zookeeper",
+    feature = "cluster-consul"
+))]
+impl Subscribers {
+    /// Every callback, to deliver one message to.
+    pub(crate) fn callbacks(&self) -> Vec<MessageCallback> {
+        self.callbacks.lock().unwrap().clone()
+    }
+
+    /// Adds `callback`. The first subscriber also starts the delivery task
+    /// with `start`; if that fails, the callback is taken back and the error
+    /// returned.
+    pub(crate) async fn subscribe<F>(
+        &self,
+        callback: MessageCallback,
+        start: impl FnOnce() -> F,
+    ) -> Result<()>
+    where
+        F: std::future::Future<Output = Result<tokio::task::JoinHandle<()>>>,
+    {
+        let mut task = self.task.lock().await;
+        self.callbacks.lock().unwrap().push(callback);
+        if task.is_none() {
+            match start().await {
+                Ok(handle) => *task = Some(handle),
+                Err(e) => {
+                    self.callbacks.lock().unwrap().pop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the delivery task out, to wait for it on close.
+    pub(crate) async fn take_task(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.task.lock().await.take()
+    }
+}
+
+/// Spawns a delivery task that reports through its sender whether it is
+/// listening, and waits for that report: the task, or why it is not.
+#[cfg(any(feature = "cluster-redis", feature = "cluster-etcd", feature = "cluster-zookeeper"))]
+pub(crate) async fn start_bus(
+    backend: &str,
+    spawn: impl FnOnce(tokio::sync::oneshot::Sender<Result<()>>) -> tokio::task::JoinHandle<()>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = spawn(tx);
+    rx.await
+        .unwrap_or_else(|_| Err(Error::backend(backend, "subscribe: the subscriber task ended")))?;
+    Ok(handle)
+}
+
 /// The seed's `Cluster`: node registry, locks, leader election and broadcast.
 ///
 /// Object safe: use it as `Arc<dyn Cluster>`.

@@ -101,9 +101,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    fire_mark_key, lease_deadline, run_lock_key, Cluster, ClusterMessage, ElectionSlot, FireClaim,
-    FireRequest, Leadership, LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback,
-    NodeInfo, NodeStatus,
+    fire_mark_key, lease_deadline, run_lock_key, start_bus, Cluster, ClusterMessage, ElectionSlot,
+    FireClaim, FireRequest, Leadership, LeadershipCallback, LeaseOps, LeaseWatch, LockGuard,
+    MessageCallback, NodeInfo, NodeStatus, Subscribers,
 };
 use crate::error::{Error, Result};
 
@@ -327,8 +327,7 @@ struct Inner {
     registered: Mutex<HashMap<String, String>>,
     heartbeat_task: Mutex<Option<JoinHandle<()>>>,
     election: ElectionSlot,
-    subscribers: Mutex<Vec<MessageCallback>>,
-    bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    subscribers: Subscribers,
 }
 
 impl fmt::Debug for RedisCluster {
@@ -464,8 +463,7 @@ impl RedisCluster {
                 registered: Mutex::new(HashMap::new()),
                 heartbeat_task: Mutex::new(None),
                 election: ElectionSlot::default(),
-                subscribers: Mutex::new(Vec::new()),
-                bus_task: tokio::sync::Mutex::new(None),
+                subscribers: Subscribers::default(),
             }),
         })
     }
@@ -896,7 +894,7 @@ async fn run_bus(inner: Arc<Inner>, mut ready: Option<oneshot::Sender<Result<()>
                     let Some(msg) = msg else { break };
                     match serde_json::from_slice::<ClusterMessage>(msg.get_payload_bytes()) {
                         Ok(message) => {
-                            let callbacks = inner.subscribers.lock().unwrap().clone();
+                            let callbacks = inner.subscribers.callbacks();
                             for callback in callbacks {
                                 callback(message.clone());
                             }
@@ -1126,21 +1124,8 @@ impl Cluster for RedisCluster {
     async fn subscribe(&self, callback: MessageCallback) -> Result<()> {
         let inner = &self.inner;
         inner.check_open("subscribe")?;
-        let mut task = inner.bus_task.lock().await;
-        inner.subscribers.lock().unwrap().push(callback);
-        if task.is_none() {
-            let (tx, rx) = oneshot::channel();
-            let handle = tokio::spawn(run_bus(inner.clone(), Some(tx)));
-            let outcome = rx.await.unwrap_or_else(|_| {
-                Err(Error::backend(BACKEND, "subscribe: the subscriber task ended"))
-            });
-            if let Err(e) = outcome {
-                inner.subscribers.lock().unwrap().pop();
-                return Err(e);
-            }
-            *task = Some(handle);
-        }
-        Ok(())
+        let start = || start_bus(BACKEND, |tx| tokio::spawn(run_bus(inner.clone(), Some(tx))));
+        inner.subscribers.subscribe(callback, start).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -1152,7 +1137,7 @@ impl Cluster for RedisCluster {
         if let Some(task) = heartbeat {
             let _ = task.await;
         }
-        if let Some(task) = inner.bus_task.lock().await.take() {
+        if let Some(task) = inner.subscribers.take_task().await {
             let _ = task.await;
         }
         Ok(())

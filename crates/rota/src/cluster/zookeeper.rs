@@ -139,8 +139,9 @@ use tokio_util::sync::CancellationToken;
 use zk::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
 use super::{
-    lease_deadline, parse_decimal_mark, Cluster, ClusterMessage, ElectionSlot, Leadership,
-    LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo, NodeStatus,
+    lease_deadline, parse_decimal_mark, start_bus, Cluster, ClusterMessage, ElectionSlot,
+    Leadership, LeadershipCallback, LeaseOps, LeaseWatch, LockGuard, MessageCallback, NodeInfo,
+    NodeStatus, Subscribers,
 };
 use crate::error::{Error, Result};
 
@@ -239,8 +240,7 @@ struct Inner {
     heartbeat_task: Mutex<Option<JoinHandle<()>>>,
     session_task: Mutex<Option<JoinHandle<()>>>,
     election: ElectionSlot,
-    subscribers: Mutex<Vec<MessageCallback>>,
-    bus_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    subscribers: Subscribers,
     last_cleanup: Mutex<Option<Instant>>,
     /// Requests sent to the server, for [`Cluster::requests_sent`].
     requests: AtomicU64,
@@ -450,8 +450,7 @@ impl ZookeeperCluster {
             heartbeat_task: Mutex::new(None),
             session_task: Mutex::new(None),
             election: ElectionSlot::default(),
-            subscribers: Mutex::new(Vec::new()),
-            bus_task: tokio::sync::Mutex::new(None),
+            subscribers: Subscribers::default(),
             last_cleanup: Mutex::new(None),
             requests,
         });
@@ -1024,8 +1023,7 @@ async fn run_bus(inner: Arc<Inner>, mut ready: Option<oneshot::Sender<Result<()>
                                 Ok((data, _)) => {
                                     match serde_json::from_slice::<ClusterMessage>(&data) {
                                         Ok(message) => {
-                                            let callbacks =
-                                                inner.subscribers.lock().unwrap().clone();
+                                            let callbacks = inner.subscribers.callbacks();
                                             for callback in callbacks {
                                                 callback(message.clone());
                                             }
@@ -1277,21 +1275,8 @@ impl Cluster for ZookeeperCluster {
     async fn subscribe(&self, callback: MessageCallback) -> Result<()> {
         let inner = &self.inner;
         inner.check_open("subscribe")?;
-        let mut task = inner.bus_task.lock().await;
-        inner.subscribers.lock().unwrap().push(callback);
-        if task.is_none() {
-            let (tx, rx) = oneshot::channel();
-            let handle = tokio::spawn(run_bus(inner.clone(), Some(tx)));
-            let outcome = rx.await.unwrap_or_else(|_| {
-                Err(Error::backend(BACKEND, "subscribe: the subscriber task ended"))
-            });
-            if let Err(e) = outcome {
-                inner.subscribers.lock().unwrap().pop();
-                return Err(e);
-            }
-            *task = Some(handle);
-        }
-        Ok(())
+        let start = || start_bus(BACKEND, |tx| tokio::spawn(run_bus(inner.clone(), Some(tx))));
+        inner.subscribers.subscribe(callback, start).await
     }
 
     async fn advance_mark(&self, key: &str, value: i64) -> Result<Option<Option<i64>>> {
@@ -1314,7 +1299,7 @@ impl Cluster for ZookeeperCluster {
         self.stop_election().await?;
         let heartbeat = inner.heartbeat_task.lock().unwrap().take();
         let session = inner.session_task.lock().unwrap().take();
-        let bus = inner.bus_task.lock().await.take();
+        let bus = inner.subscribers.take_task().await;
         let tasks = [heartbeat, session, bus];
         for task in tasks.into_iter().flatten() {
             let _ = task.await;
