@@ -183,10 +183,21 @@ fn bucket_mid_us(i: usize) -> u64 {
     }
 }
 
-/// Where fires are recorded: a few relaxed atomic adds per fire.
+/// Where fires are recorded: a few relaxed atomic adds per fire, on a shard
+/// of the recording thread's own, so bodies running on several threads at
+/// once do not contend for the same cache lines (that would measure the
+/// recorder, not the scheduler).
 struct Recorder {
     /// The first counted scheduled second (Unix seconds); `i64::MAX` until set.
     first_sec: AtomicI64,
+    shards: Vec<Shard>,
+}
+
+/// Threads get shards round-robin; a few threads may share one.
+const SHARDS: usize = 8;
+
+#[repr(align(128))]
+struct Shard {
     /// Fires counted per scheduled second of the window.
     per_sec: Vec<AtomicU64>,
     /// Lateness histogram of the counted fires.
@@ -198,37 +209,49 @@ struct Recorder {
     all: AtomicU64,
 }
 
+fn shard_index() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static MINE: usize = (NEXT.fetch_add(1, Relaxed) as usize) % SHARDS;
+    }
+    MINE.with(|m| *m)
+}
+
 impl Recorder {
     fn new(secs: usize) -> Self {
         // Built element by element, so every page is touched (resident)
         // before the baseline RSS is read.
-        Recorder {
-            first_sec: AtomicI64::new(i64::MAX),
+        let shard = || Shard {
             per_sec: (0..secs).map(|_| AtomicU64::new(0)).collect(),
             hist: (0..=FINE + COARSE).map(|_| AtomicU64::new(0)).collect(),
             max_us: AtomicU64::new(0),
             early: AtomicU64::new(0),
             all: AtomicU64::new(0),
+        };
+        Recorder {
+            first_sec: AtomicI64::new(i64::MAX),
+            shards: (0..SHARDS).map(|_| shard()).collect(),
         }
     }
 
     #[inline]
     fn record(&self, sched_us: i64, start_us: i64) {
-        self.all.fetch_add(1, Relaxed);
+        let sh = &self.shards[shard_index()];
+        sh.all.fetch_add(1, Relaxed);
         let idx = sched_us.div_euclid(1_000_000) - self.first_sec.load(Relaxed);
-        if idx < 0 || idx as usize >= self.per_sec.len() {
+        if idx < 0 || idx as usize >= sh.per_sec.len() {
             return;
         }
-        self.per_sec[idx as usize].fetch_add(1, Relaxed);
+        sh.per_sec[idx as usize].fetch_add(1, Relaxed);
         let late = start_us - sched_us;
         let late = if late < 0 {
-            self.early.fetch_add(1, Relaxed);
+            sh.early.fetch_add(1, Relaxed);
             0
         } else {
             late as u64
         };
-        self.hist[bucket(late)].fetch_add(1, Relaxed);
-        self.max_us.fetch_max(late, Relaxed);
+        sh.hist[bucket(late)].fetch_add(1, Relaxed);
+        sh.max_us.fetch_max(late, Relaxed);
     }
 
     /// For libraries that do not say which instant a fire is for: the most
@@ -239,12 +262,34 @@ impl Recorder {
         self.record(s - s.rem_euclid(1_000_000), s);
     }
 
+    fn sum(&self, f: impl Fn(&Shard) -> u64) -> u64 {
+        self.shards.iter().map(f).sum()
+    }
+
+    fn per_sec(&self) -> Vec<u64> {
+        let secs = self.shards[0].per_sec.len();
+        (0..secs).map(|i| self.sum(|s| s.per_sec[i].load(Relaxed))).collect()
+    }
+
     fn delivered(&self) -> u64 {
-        self.per_sec.iter().map(|c| c.load(Relaxed)).sum()
+        self.per_sec().iter().sum()
+    }
+
+    fn all(&self) -> u64 {
+        self.sum(|s| s.all.load(Relaxed))
+    }
+
+    fn early(&self) -> u64 {
+        self.sum(|s| s.early.load(Relaxed))
+    }
+
+    fn max_us(&self) -> u64 {
+        self.shards.iter().map(|s| s.max_us.load(Relaxed)).max().unwrap_or(0)
     }
 
     fn percentile_ms(&self, q: f64) -> f64 {
-        let counts: Vec<u64> = self.hist.iter().map(|c| c.load(Relaxed)).collect();
+        let counts: Vec<u64> =
+            (0..self.shards[0].hist.len()).map(|i| self.sum(|s| s.hist[i].load(Relaxed))).collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return f64::NAN;
@@ -440,7 +485,7 @@ fn fire(lib: Lib, n: usize, secs: u64) -> Result<Value, AnyErr> {
         last = d;
     }
     let expected = n as u64 * secs;
-    let per_sec: Vec<u64> = rec.per_sec.iter().map(|c| c.load(Relaxed)).collect();
+    let per_sec: Vec<u64> = rec.per_sec();
     let mut m = common(lib, n, secs, &s);
     m.insert("expected".into(), json!(expected));
     m.insert("delivered".into(), json!(last));
@@ -448,9 +493,9 @@ fn fire(lib: Lib, n: usize, secs: u64) -> Result<Value, AnyErr> {
     m.insert("per_second".into(), json!(per_sec));
     m.insert("p50_ms".into(), json!(round(rec.percentile_ms(0.50), 3)));
     m.insert("p99_ms".into(), json!(round(rec.percentile_ms(0.99), 3)));
-    m.insert("max_ms".into(), json!(round(rec.max_us.load(Relaxed) as f64 / 1000.0, 3)));
-    m.insert("early".into(), json!(rec.early.load(Relaxed)));
-    m.insert("fires_total".into(), json!(rec.all.load(Relaxed)));
+    m.insert("max_ms".into(), json!(round(rec.max_us() as f64 / 1000.0, 3)));
+    m.insert("early".into(), json!(rec.early()));
+    m.insert("fires_total".into(), json!(rec.all()));
     m.insert("cpu_secs".into(), json!(round(cpu1 - cpu0, 4)));
     m.insert("cpu_secs_per_10s".into(), json!(round((cpu1 - cpu0) * 10.0 / secs as f64, 4)));
     m.insert("rss_window_start".into(), json!(rss_start));
@@ -471,7 +516,7 @@ fn idle(lib: Lib, n: usize, secs: u64) -> Result<Value, AnyErr> {
     let mut m = common(lib, n, secs, &s);
     m.insert("cpu_secs".into(), json!(round(cpu1 - cpu0, 6)));
     m.insert("cpu_pct_core".into(), json!(round((cpu1 - cpu0) * 100.0 / wall, 5)));
-    m.insert("fires_total".into(), json!(rec.all.load(Relaxed)));
+    m.insert("fires_total".into(), json!(rec.all()));
     m.insert("rss_end".into(), json!(rss_bytes()));
     Ok(Value::Object(m))
 }

@@ -32,9 +32,51 @@ pub struct TaskContext {
     pub(crate) attempt: u32,
     pub(crate) node_id: Arc<str>,
     pub(crate) fencing_token: Option<u64>,
-    pub(crate) cancel: CancellationToken,
+    /// Cancellation and output, shared with the scheduler.
+    pub(crate) run: Arc<RunShared>,
+}
+
+/// What a run's context shares with the scheduler: one allocation per
+/// attempt, and no cancellation token until a handler asks for one.
+#[derive(Debug, Default)]
+pub(crate) struct RunShared {
+    cancelled: std::sync::atomic::AtomicBool,
+    token: std::sync::OnceLock<CancellationToken>,
     /// Output the handler wants kept in the execution history.
-    pub(crate) output: Arc<std::sync::Mutex<String>>,
+    pub(crate) output: std::sync::Mutex<String>,
+}
+
+impl RunShared {
+    /// A new attempt's share, keeping what earlier attempts output.
+    pub(crate) fn with_output(output: String) -> Self {
+        RunShared { output: std::sync::Mutex::new(output), ..Default::default() }
+    }
+
+    /// Cancels the run (the handler's token too, if it took one).
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.token.get() {
+            t.cancel();
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn token(&self) -> &CancellationToken {
+        let t = self.token.get_or_init(CancellationToken::new);
+        // Cancelled before the token existed: `cancel` did not see it.
+        if self.is_cancelled() {
+            t.cancel();
+        }
+        t
+    }
+
+    /// Takes the output set so far.
+    pub(crate) fn take_output(&self) -> String {
+        std::mem::take(&mut *self.output.lock().unwrap())
+    }
 }
 
 impl TaskContext {
@@ -47,8 +89,7 @@ impl TaskContext {
             attempt: 1,
             node_id: "local".into(),
             fencing_token: None,
-            cancel: CancellationToken::new(),
-            output: Arc::default(),
+            run: Arc::default(),
         }
     }
 
@@ -84,30 +125,30 @@ impl TaskContext {
 
     /// True once the run is cancelled (timeout, stop, or lost lock).
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.run.is_cancelled()
     }
 
     /// Completes when the run is cancelled. Use it in `tokio::select!` next to
     /// the work, so a timeout or a stop ends the work promptly.
     pub async fn cancelled(&self) {
-        self.cancel.cancelled().await
+        self.run.token().cancelled().await
     }
 
     /// Keeps `output` as this run's output in the execution history
     /// (replacing what an earlier attempt set). The daemon's command jobs put
     /// their captured stdout and stderr here.
     pub fn set_output(&self, output: impl Into<String>) {
-        *self.output.lock().unwrap() = output.into();
+        *self.run.output.lock().unwrap() = output.into();
     }
 
     /// The output set so far.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.run.output.lock().unwrap().clone()
     }
 
     /// The underlying token, to hand to other libraries.
     pub fn cancellation_token(&self) -> &CancellationToken {
-        &self.cancel
+        self.run.token()
     }
 }
 

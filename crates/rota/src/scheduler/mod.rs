@@ -9,10 +9,15 @@
 //! [`SystemClock`]), whatever the number of tasks. Changing or removing a task bumps its generation,
 //! which turns its heap entries stale instead of searching the heap.
 //!
-//! Each fire runs in its own tokio task: overlap policy, the concurrency
-//! limit, timeout, retries and panics are handled there, and the run state is
-//! written back to the store after every run.
+//! The driver wakes a little before an instant (see
+//! [`Clock::prepare_ahead`](crate::clock::Clock::prepare_ahead)) and prepares its
+//! fires; runners start them all at the instant, polling each handler once
+//! in a tight loop, and a handler that does not finish at once continues in
+//! a tokio task of its own, where overlap, the concurrency limit, timeout,
+//! retries and panics are handled (see `dispatch`). Run state and history
+//! are written to the store behind the runs, in batches.
 
+mod dispatch;
 pub(crate) mod gate;
 mod persist;
 mod run;
@@ -42,13 +47,8 @@ pub use run::Trigger;
 
 type SchedState = State;
 
-/// Fires the driver prepared, each with its catch-up fires.
-type PreparedFires = Vec<(Result<run::Prepared>, Vec<Timestamp>)>;
-
-/// Due fires prepared per turn of the driver: a burst of fires due at one
-/// instant is handed out in chunks, so the first handlers start while later
-/// fires are still being prepared.
-const DISPATCH_CHUNK: usize = 256;
+/// Due fires prepared per turn of the driver (per hold of the state lock).
+const DISPATCH_CHUNK: usize = 2048;
 
 /// The most missed fires counted one by one after downtime; beyond it the
 /// count is reported as this number (the scheduler never walks further).
@@ -362,6 +362,13 @@ pub(crate) struct Inner {
     has_listeners: std::sync::atomic::AtomicBool,
     tracker: TaskTracker,
     wb: persist::WriteBehind,
+    /// Runners the fires of one instant are split over (worker threads).
+    workers: usize,
+    /// Bumped (under the state lock) by every change that can void a
+    /// prepared fire: remove, update, enable, disable, pause, resume, stop,
+    /// start, a store sync, a handler bound. Fires prepared under the same
+    /// epoch start without taking the lock (see `dispatch`).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 /// The seed's `DefaultScheduler`.
@@ -443,6 +450,8 @@ impl DefaultScheduler {
                 has_listeners: std::sync::atomic::AtomicBool::new(false),
                 tracker: TaskTracker::new(),
                 wb: persist::WriteBehind::default(),
+                workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                epoch: std::sync::atomic::AtomicU64::new(0),
                 s,
             }),
         }
@@ -508,6 +517,7 @@ impl DefaultScheduler {
             }
             let delta = i64::from(on) - i64::from(was);
             e.gen = e.gen.wrapping_add(1);
+            self.inner.changed();
             let next = if on { e.schedule.next_after(now, &e.zone, e.anchor) } else { None };
             e.task.next_run_at = next;
             let item = next.map(|due| HeapItem { due, gen: e.gen, slot });
@@ -556,6 +566,12 @@ impl DefaultScheduler {
 }
 
 impl Inner {
+    /// Voids the fast path of fires prepared so far (call with the state
+    /// lock held, after the change).
+    pub(crate) fn changed(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// True when events are logged or listened to.
     pub(crate) fn events_on(&self) -> bool {
         self.s.logging || self.has_listeners.load(std::sync::atomic::Ordering::Acquire)
@@ -643,8 +659,8 @@ impl Inner {
 
 /// Fires the driver found due.
 enum Due {
-    /// Checked and marked running under the state lock.
-    Prepared(PreparedFires),
+    /// Prepared, to start at their instants.
+    Staged(Vec<dispatch::Staged>),
     /// To pass the cluster gate first.
     Gated(Arc<dyn gate::FireGate>, Vec<Dispatch>),
 }
@@ -660,13 +676,19 @@ pub(crate) struct Dispatch {
 impl Inner {
     /// The driver: sleeps until the earliest due fire, dispatches what is due.
     async fn drive(self: Arc<Self>, stop: CancellationToken) {
+        // Fires prepared over several turns (a big instant takes several
+        // chunks), launched together so one instant gets one runner per worker.
+        let mut staged = Vec::new();
         loop {
             let notified = self.wake.notified();
-            let (dispatches, next_due, full) = self.collect_due();
+            let (dispatches, next_due, full, lead) = self.collect_due();
             match dispatches {
-                Due::Prepared(fires) => {
-                    for (p, then) in fires {
-                        run::spawn_prepared(&self, p, then);
+                Due::Staged(mut fires) => {
+                    staged.append(&mut fires);
+                    let due_now =
+                        staged.first().is_some_and(|f| f.spec.scheduled <= self.s.clock.now());
+                    if !full || due_now {
+                        self.launch(std::mem::take(&mut staged));
                     }
                 }
                 Due::Gated(gate, fires) => {
@@ -684,7 +706,11 @@ impl Inner {
             let now = self.s.clock.now();
             // Nothing wakes the driver but the next fire, a change of the
             // tasks, or a step of the wall clock (see `SystemClock`).
-            let deadline = next_due.unwrap_or(now + jiff::SignedDuration::from_hours(24));
+            // Fires are prepared `lead` ahead of their instant.
+            let deadline = match next_due {
+                Some(due) => due - crate::clock::signed(lead),
+                None => now + jiff::SignedDuration::from_hours(24),
+            };
             tokio::select! {
                 _ = self.s.clock.sleep_until(deadline) => {}
                 _ = notified => {}
@@ -693,9 +719,10 @@ impl Inner {
         }
     }
 
-    /// Pops every due heap entry: runs, skips (overlap) and misfires.
-    /// Also says whether the chunk was full (more may be due).
-    fn collect_due(self: &Arc<Self>) -> (Due, Option<Timestamp>, bool) {
+    /// Pops every heap entry due by now plus the lead: runs, skips (overlap)
+    /// and misfires. Also says whether the chunk was full (more may be due),
+    /// and the lead for the next look.
+    fn collect_due(self: &Arc<Self>) -> (Due, Option<Timestamp>, bool, Duration) {
         let now = self.s.clock.now();
         let mut st = self.state.lock().unwrap();
         if let Some(prev) = st.last_seen {
@@ -707,12 +734,14 @@ impl Inner {
         st.last_seen = Some(now);
         let mut out = Vec::new();
         if st.status != Status::Running {
-            return (Due::Prepared(Vec::new()), None, false);
+            return (Due::Staged(Vec::new()), None, false, Duration::ZERO);
         }
         let mut events = Vec::new();
         let gated = self.s.gate.is_some();
+        let horizon = now + crate::clock::signed(self.lead(st.heap.len()));
+        let mut prev_fires = Vec::new();
         while let Some(Reverse(top)) = st.heap.peek().copied() {
-            if top.due > now || out.len() >= DISPATCH_CHUNK {
+            if top.due > horizon || out.len() >= DISPATCH_CHUNK {
                 break;
             }
             st.heap.pop();
@@ -727,6 +756,7 @@ impl Inner {
                 Inner::schedule_entry(&mut st, top.slot, now);
                 continue;
             }
+            prev_fires.push((e.gen, e.last_fire));
             let late = crate::clock::elapsed(top.due, now);
             if late > e.task.misfire_grace {
                 // Every fire from `due` up to now was missed.
@@ -789,6 +819,8 @@ impl Inner {
                 st.totals.missed += missed as i64;
                 if let Some((&first, rest)) = run.split_first() {
                     out.push(Dispatch { slot: top.slot, scheduled: first, then: rest.to_vec() });
+                } else {
+                    prev_fires.pop();
                 }
             } else {
                 e.last_fire = Some(top.due);
@@ -797,6 +829,7 @@ impl Inner {
             Inner::schedule_entry(&mut st, top.slot, now);
         }
         let next = st.heap.peek().map(|Reverse(i)| i.due);
+        let lead = self.lead(st.heap.len());
         let full = out.len() >= DISPATCH_CHUNK;
         let due = match &self.s.gate {
             // In cluster mode a fire is prepared once claimed; another
@@ -812,9 +845,35 @@ impl Inner {
                 let mine: Vec<Dispatch> = out.into_iter().filter(ours).collect();
                 Due::Gated(gate.clone(), mine)
             }
-            None => Due::Prepared(
-                out.into_iter().map(|d| (run::prepare_locked(&mut st, &d), d.then)).collect(),
-            ),
+            None => {
+                let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+                let st = &mut *st;
+                let staged = out
+                    .into_iter()
+                    .zip(prev_fires)
+                    .filter_map(|(d, (gen, prev_fire))| {
+                        let e = st.slots[d.slot as usize].as_mut()?;
+                        match run::build_spec(e, d.slot, d.scheduled) {
+                            Ok(mut spec) => {
+                                let reserved = run::reserve(e, &mut spec);
+                                Some(dispatch::Staged {
+                                    spec,
+                                    gen,
+                                    prev_fire,
+                                    then: d.then,
+                                    epoch,
+                                    reserved,
+                                })
+                            }
+                            Err(err) => {
+                                tracing::warn!(target: "rota", error = %err, "fire not run");
+                                None
+                            }
+                        }
+                    })
+                    .collect();
+                Due::Staged(staged)
+            }
         };
         drop(st);
         for ev in events {
@@ -823,7 +882,7 @@ impl Inner {
             }
             self.emit(ev);
         }
-        (due, next, full)
+        (due, next, full, lead)
     }
 }
 
@@ -862,6 +921,7 @@ impl Scheduler for DefaultScheduler {
         {
             let mut st = self.inner.state.lock().unwrap();
             let slot = st.index.remove(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            self.inner.changed();
             if st.slots[slot as usize].take().is_some_and(|e| e.task.enabled) {
                 st.enabled -= 1;
             }
@@ -895,6 +955,7 @@ impl Scheduler for DefaultScheduler {
             e.schedule = schedule;
             e.zone = zone;
             e.gen = e.gen.wrapping_add(1);
+            self.inner.changed();
             st.enabled += delta;
             Inner::schedule_entry(&mut st, slot, now);
             st.slots[slot as usize].as_ref().expect("slot").task.clone()
@@ -945,6 +1006,7 @@ impl Scheduler for DefaultScheduler {
             }
             let now = self.inner.s.clock.now();
             st.status = Status::Running;
+            self.inner.changed();
             st.started_at = Some(now);
             st.driver_stop = Some(stop.clone());
             st.run_cancel = CancellationToken::new();
@@ -954,6 +1016,7 @@ impl Scheduler for DefaultScheduler {
             for slot in slots {
                 let e = st.slots[slot as usize].as_mut().expect("slot");
                 e.gen = e.gen.wrapping_add(1);
+                self.inner.changed();
                 if e.task.enabled {
                     // Keep a stored next fire (downtime: it may be missed) unless
                     // it is newer than what the schedule says now.
@@ -984,6 +1047,7 @@ impl Scheduler for DefaultScheduler {
                 return Err(Error::SchedulerAlreadyStopped);
             }
             st.status = Status::Stopped;
+            self.inner.changed();
             if let Some(s) = st.driver_stop.take() {
                 s.cancel();
             }
@@ -1009,6 +1073,7 @@ impl Scheduler for DefaultScheduler {
                 return Err(Error::SchedulerNotRunning { status: st.status.to_string() });
             }
             st.status = Status::Paused;
+            self.inner.changed();
         }
         self.inner.wake.notify_one();
         self.inner.s.monitor.record_scheduler_pause();
@@ -1023,6 +1088,7 @@ impl Scheduler for DefaultScheduler {
                 return Err(Error::SchedulerNotPaused { status: st.status.to_string() });
             }
             st.status = Status::Running;
+            self.inner.changed();
         }
         self.inner.wake.notify_one();
         self.inner.s.monitor.record_scheduler_resume();
@@ -1284,6 +1350,7 @@ impl DefaultScheduler {
                         e.schedule = schedule;
                         e.zone = zone;
                         e.gen = e.gen.wrapping_add(1);
+                        self.inner.changed();
                         st.enabled += delta;
                         Inner::schedule_entry(&mut st, slot, now);
                     }
@@ -1303,6 +1370,7 @@ impl DefaultScheduler {
                 .collect();
             for id in gone {
                 let slot = st.index.remove(&id).expect("listed");
+                self.inner.changed();
                 if st.slots[slot as usize].take().is_some_and(|e| e.task.enabled) {
                     st.enabled -= 1;
                 }
@@ -1352,6 +1420,7 @@ impl DefaultScheduler {
                 let delta = i64::from(enabled);
                 e.task.last_error = last_error.into();
                 e.gen = e.gen.wrapping_add(1);
+                self.inner.changed();
                 st.enabled += delta;
                 Inner::schedule_entry(&mut st, slot, now);
                 out.push(st.slots[slot as usize].as_ref().expect("slot").task.clone());

@@ -42,6 +42,11 @@ impl Inner {
         self.wb.execs.lock().unwrap().push(e);
     }
 
+    /// Queues execution records.
+    pub(crate) fn queue_executions(&self, mut e: Vec<TaskExecution>) {
+        self.wb.execs.lock().unwrap().append(&mut e);
+    }
+
     /// Becomes the writer if there is none, and drains the queues.
     pub(crate) async fn persist(self: &Arc<Self>) {
         loop {

@@ -16,7 +16,7 @@ use super::{Dispatch, Event, Inner, SchedState};
 use crate::clock::{elapsed, signed, Clock};
 use crate::error::{Error, Result};
 use crate::store::{ExecutionStatus, TaskExecution};
-use crate::task::{OverlapPolicy, TaskContext, TaskHandler};
+use crate::task::{OverlapPolicy, RunShared, TaskContext, TaskHandler};
 
 /// How long a cancelled handler gets to return on its own before it is aborted.
 const CANCEL_GRACE: Duration = Duration::from_millis(100);
@@ -32,24 +32,23 @@ pub enum Trigger {
 }
 
 pub(crate) struct RunSpec {
-    slot: u32,
-    id: Arc<str>,
-    name: Arc<str>,
-    handler: Arc<dyn TaskHandler>,
-    scheduled: Timestamp,
-    timeout: Duration,
-    max_retries: u32,
-    retry_delay: Duration,
-    cancel: CancellationToken,
+    pub(crate) slot: u32,
+    pub(crate) id: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) handler: Arc<dyn TaskHandler>,
+    pub(crate) scheduled: Timestamp,
+    pub(crate) timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_delay: Duration,
     /// The task's first run in this process.
-    first_run: bool,
+    pub(crate) first_run: bool,
     /// Cluster mode: the fencing token of the claim.
-    fencing_token: Option<u64>,
+    pub(crate) fencing_token: Option<u64>,
     /// Cluster mode: the run lock, held for the whole run.
-    lease: Option<Box<dyn RunLease>>,
+    pub(crate) lease: Option<Box<dyn RunLease>>,
 }
 
-enum Attempt {
+pub(crate) enum Attempt {
     Ok,
     Failed(String),
     TimedOut,
@@ -66,37 +65,62 @@ pub(crate) enum Prepared {
     Skipped(Arc<str>, Timestamp),
 }
 
-/// Checks overlap and marks the run as started. Called with the state locked,
-/// so the driver prepares a whole batch of due fires under one lock.
-pub(crate) fn prepare_locked(st: &mut SchedState, d: &Dispatch) -> Result<Prepared> {
-    let run_cancel = st.run_cancel.clone();
-    let Some(Some(e)) = st.slots.get_mut(d.slot as usize) else {
-        return Err(Error::TaskNotFound { id: String::new() });
-    };
+/// What a run of the task in `e` needs, for the fire at `scheduled`.
+pub(crate) fn build_spec(e: &super::Entry, slot: u32, scheduled: Timestamp) -> Result<RunSpec> {
     let Some(handler) = e.task.handler.clone() else {
         return Err(Error::TaskHandlerRequired { task: e.task.name.to_string() });
     };
-    if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
-        e.skipped += 1;
-        let id = e.id.clone();
-        st.totals.skipped += 1;
-        return Ok(Prepared::Skipped(id, d.scheduled));
-    }
-    e.running += 1;
-    Ok(Prepared::Run(RunSpec {
-        slot: d.slot,
+    Ok(RunSpec {
+        slot,
         id: e.id.clone(),
         name: e.name.clone(),
         handler,
-        scheduled: d.scheduled,
+        scheduled,
         timeout: e.task.timeout,
         max_retries: e.task.max_retries,
         retry_delay: e.task.retry_delay,
-        cancel: run_cancel,
-        first_run: e.started_runs == 0 && e.running == 1,
+        first_run: false,
         fencing_token: None,
         lease: None,
-    }))
+    })
+}
+
+/// Checks overlap and marks the run as started, with the state locked:
+/// `false` if the task's previous run is still going and it skips overlaps
+/// (the skip is counted).
+pub(crate) fn admit(e: &mut super::Entry, totals_skipped: &mut i64, spec: &mut RunSpec) -> bool {
+    if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
+        e.skipped += 1;
+        *totals_skipped += 1;
+        return false;
+    }
+    e.running += 1;
+    spec.first_run = e.started_runs == 0 && e.running == 1;
+    true
+}
+
+/// Marks a prepared fire as running ahead of its instant when no overlap
+/// check can stop it (no run of the task going, or overlap allowed), so it
+/// can start without the lock; `false` leaves the check to the instant.
+pub(crate) fn reserve(e: &mut super::Entry, spec: &mut RunSpec) -> bool {
+    if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
+        return false;
+    }
+    e.running += 1;
+    spec.first_run = e.started_runs == 0 && e.running == 1;
+    true
+}
+
+/// Checks overlap and marks the run as started. Called with the state locked.
+pub(crate) fn prepare_locked(st: &mut SchedState, d: &Dispatch) -> Result<Prepared> {
+    let Some(Some(e)) = st.slots.get_mut(d.slot as usize) else {
+        return Err(Error::TaskNotFound { id: String::new() });
+    };
+    let mut spec = build_spec(e, d.slot, d.scheduled)?;
+    if !admit(e, &mut st.totals.skipped, &mut spec) {
+        return Ok(Prepared::Skipped(spec.id, d.scheduled));
+    }
+    Ok(Prepared::Run(spec))
 }
 
 /// Records a skipped fire (outside the lock); a manual run gets an error.
@@ -134,20 +158,9 @@ fn prepare(inner: &Arc<Inner>, d: &Dispatch, trigger: Trigger) -> Result<Option<
     }
 }
 
-/// Starts a fire prepared by the driver in its own task; catch-up fires of
-/// the same task (`then`) follow in order, each after the previous one ended.
-pub(crate) fn spawn_prepared(inner: &Arc<Inner>, p: Result<Prepared>, then: Vec<Timestamp>) {
-    let spec = match p {
-        Ok(Prepared::Run(spec)) => spec,
-        Ok(Prepared::Skipped(id, at)) => {
-            let _ = skipped(inner, &id, at, Trigger::Schedule);
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(target: "rota", error = %e, "fire not run");
-            return;
-        }
-    };
+/// Runs a fire in a task of its own; catch-up fires of the same task
+/// (`then`) follow in order, each after the previous one ended.
+pub(crate) fn spawn_run(inner: &Arc<Inner>, spec: RunSpec, then: Vec<Timestamp>) {
     let inner2 = inner.clone();
     inner.tracker.spawn(async move {
         let slot = spec.slot;
@@ -162,6 +175,19 @@ pub(crate) fn spawn_prepared(inner: &Arc<Inner>, p: Result<Prepared>, then: Vec<
                 Err(_) => break,
             }
         }
+    });
+}
+
+/// Continues a run whose first attempt a runner started, in a task of its own.
+pub(crate) fn spawn_continued(
+    inner: &Arc<Inner>,
+    spec: RunSpec,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    first: FirstAttempt,
+) {
+    let inner2 = inner.clone();
+    inner.tracker.spawn(async move {
+        let _ = run_attempts(&inner2, spec, permit, Some(first)).await;
     });
 }
 
@@ -210,95 +236,170 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     format!("handler panicked: {msg}")
 }
 
-type HandlerFuture<'a> =
-    Pin<Box<dyn Future<Output = std::result::Result<(), crate::task::HandlerError>> + Send + 'a>>;
+type HandlerFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<(), crate::task::HandlerError>> + Send>>;
 
-/// Polls a handler's future, turning a panic into an error (no extra task).
-struct CatchUnwind<'a>(HandlerFuture<'a>);
+/// A handler's run as an owned future (it keeps its own handle on the
+/// handler), polled so that a panic becomes an error. Owned,
+/// so a runner can poll it first and move it into a task of its own only if
+/// it does not finish at once.
+pub(crate) struct Job(HandlerFuture);
 
-impl Future for CatchUnwind<'_> {
-    type Output = std::result::Result<std::result::Result<(), crate::task::HandlerError>, String>;
+impl Job {
+    pub(crate) fn new(handler: &Arc<dyn TaskHandler>, ctx: TaskContext) -> Job {
+        let h = handler.clone();
+        Job(Box::pin(async move { h.handle(ctx).await }))
+    }
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    /// Polls once, turning a panic into an error.
+    pub(crate) fn poll_once(&mut self, cx: &mut Context<'_>) -> Poll<Attempt> {
         let fut = &mut self.0;
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
-            Err(p) => Poll::Ready(Err(panic_message(p))),
+            Ok(Poll::Ready(Ok(()))) => Poll::Ready(Attempt::Ok),
+            Ok(Poll::Ready(Err(e))) => Poll::Ready(Attempt::Failed(e.to_string())),
+            Err(p) => Poll::Ready(Attempt::Failed(panic_message(p))),
         }
     }
 }
 
-async fn attempt(inner: &Arc<Inner>, spec: &RunSpec, ctx: TaskContext) -> Attempt {
-    let mut job = CatchUnwind(spec.handler.handle(ctx.clone()));
+impl Future for Job {
+    type Output = Attempt;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Attempt> {
+        self.poll_once(cx)
+    }
+}
+
+/// The first attempt of a run, already started by a runner (see
+/// `dispatch`): its handler was polled once.
+pub(crate) struct FirstAttempt {
+    pub start: Timestamp,
+    pub run: Arc<RunShared>,
+    pub state: FirstState,
+}
+
+pub(crate) enum FirstState {
+    /// Not finished at its first poll.
+    Pending(Job),
+    /// Finished at its first poll, not with success (so retries may follow).
+    Ready(Attempt),
+}
+
+/// The context of one attempt of a run.
+pub(crate) fn context(
+    spec: &RunSpec,
+    attempt: u32,
+    node_id: &Arc<str>,
+    run: Arc<RunShared>,
+) -> TaskContext {
+    TaskContext {
+        task_id: spec.id.clone(),
+        task_name: spec.name.clone(),
+        scheduled_at: spec.scheduled,
+        attempt,
+        node_id: node_id.clone(),
+        fencing_token: spec.fencing_token,
+        run,
+    }
+}
+
+/// Waits for an attempt to end: success, failure, timeout, a stop of the
+/// scheduler, or the loss of the run lock.
+async fn attempt(
+    inner: &Arc<Inner>,
+    spec: &RunSpec,
+    stop: &CancellationToken,
+    run: &RunShared,
+    mut job: Job,
+    start: Timestamp,
+) -> Attempt {
     let timed = !spec.timeout.is_zero();
-    let deadline = inner.s.clock.now() + signed(spec.timeout);
+    let deadline = start + signed(spec.timeout);
     let clock = inner.s.clock.clone();
     let lease = spec.lease.as_deref();
     let result = tokio::select! {
         // The handler first: most finish at their first poll, and then the
         // other futures are never polled (no waiter registered on shared tokens).
         biased;
-        r = &mut job => return match r {
-            Ok(Ok(())) => Attempt::Ok,
-            Ok(Err(e)) => Attempt::Failed(e.to_string()),
-            Err(panic) => Attempt::Failed(panic),
-        },
+        r = &mut job => return r,
         _ = sleep_on(clock.as_ref(), deadline), if timed => Attempt::TimedOut,
-        _ = spec.cancel.cancelled() => Attempt::Cancelled,
+        _ = stop.cancelled() => Attempt::Cancelled,
         _ = async { lease.expect("checked").keep().await }, if lease.is_some() => {
             Attempt::LeaseLost
         }
     };
     // Tell the handler, give it a moment to return, then drop (abort) it.
-    ctx.cancel.cancel();
+    run.cancel();
     let _ = tokio::time::timeout(CANCEL_GRACE, &mut job).await;
     result
 }
 
 async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
-    let clock = inner.s.clock.clone();
     let permit = match &inner.limiter {
         Some(sem) => Some(sem.clone().acquire_owned().await.expect("semaphore never closed")),
         None => None,
     };
-    let first_start = clock.now();
-    let latency = elapsed(spec.scheduled, first_start);
+    run_attempts(inner, spec, permit, None).await
+}
+
+/// Tells the monitor a run started (it learns the task's name at its first
+/// run, so tasks that never run cost it nothing).
+fn note_start(inner: &Inner, spec: &RunSpec) {
     if spec.first_run {
-        // The monitor learns a task's name at its first run, so tasks that
-        // never run cost it nothing.
         inner.s.monitor.set_task_name(&spec.id, &spec.name);
     }
     inner.s.monitor.record_task_start(&spec.id);
+}
+
+/// Runs the attempts of one fire (the first may have been started by a
+/// runner), then records the outcome.
+pub(crate) async fn run_attempts(
+    inner: &Arc<Inner>,
+    spec: RunSpec,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    mut first: Option<FirstAttempt>,
+) -> Result<()> {
+    let clock = inner.s.clock.clone();
+    let first_start = first.as_ref().map_or_else(|| clock.now(), |f| f.start);
+    note_start(inner, &spec);
+    // Cancelled when a stop's grace period runs out.
+    let stop = inner.state.lock().unwrap().run_cancel.clone();
     let mut attempt_no = 1u32;
-    let output: Arc<std::sync::Mutex<String>> = Arc::default();
+    // The latest attempt's share: its output carries over to the next.
+    let mut run: Arc<RunShared> = first.as_ref().map_or_else(Arc::default, |f| f.run.clone());
+    let mut attempt_start = first_start;
     let outcome: std::result::Result<(), (Error, String)> = loop {
-        if inner.events_on() {
-            inner.emit(Event::TaskStarting {
-                task_id: spec.id.to_string(),
-                scheduled_at: spec.scheduled,
-                attempt: attempt_no,
-            });
-        }
-        let start = clock.now();
-        let ctx = TaskContext {
-            task_id: spec.id.clone(),
-            task_name: spec.name.clone(),
-            scheduled_at: spec.scheduled,
-            attempt: attempt_no,
-            node_id: inner.s.node_id.clone(),
-            fencing_token: spec.fencing_token,
-            // A token of its own: cheap, and no lock shared with other runs.
-            cancel: CancellationToken::new(),
-            output: output.clone(),
+        let result = match first.take() {
+            Some(f) => match f.state {
+                FirstState::Ready(a) => a,
+                FirstState::Pending(job) => attempt(inner, &spec, &stop, &run, job, f.start).await,
+            },
+            None => {
+                if inner.events_on() {
+                    inner.emit(Event::TaskStarting {
+                        task_id: spec.id.to_string(),
+                        scheduled_at: spec.scheduled,
+                        attempt: attempt_no,
+                    });
+                }
+                let start = clock.now();
+                attempt_start = start;
+                if attempt_no > 1 {
+                    run = Arc::new(RunShared::with_output(run.take_output()));
+                }
+                let ctx = context(&spec, attempt_no, &inner.s.node_id, run.clone());
+                let job = Job::new(&spec.handler, ctx);
+                attempt(inner, &spec, &stop, &run, job, start).await
+            }
         };
-        let (err, msg) = match attempt(inner, &spec, ctx).await {
+        let (err, msg) = match result {
             Attempt::Ok => {
                 if inner.events_on() {
                     inner.emit(Event::TaskSucceeded {
                         task_id: spec.id.to_string(),
                         scheduled_at: spec.scheduled,
-                        duration: elapsed(start, clock.now()),
+                        duration: elapsed(attempt_start, clock.now()),
                     });
                 }
                 break Ok(());
@@ -352,7 +453,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
             }
         };
         let lease_lost = spec.lease.as_ref().is_some_and(|l| l.is_lost());
-        if attempt_no <= spec.max_retries && !spec.cancel.is_cancelled() && !lease_lost {
+        if attempt_no <= spec.max_retries && !stop.is_cancelled() && !lease_lost {
             inner.emit(Event::TaskRetried {
                 task_id: spec.id.to_string(),
                 scheduled_at: spec.scheduled,
@@ -371,7 +472,7 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
             let lease = spec.lease.as_deref();
             tokio::select! {
                 _ = sleep_on(clock.as_ref(), until) => {}
-                _ = spec.cancel.cancelled() => {}
+                _ = stop.cancelled() => {}
                 _ = async { lease.expect("checked").keep().await }, if lease.is_some() => {}
             }
             attempt_no += 1;
@@ -393,73 +494,129 @@ async fn execute(inner: &Arc<Inner>, spec: RunSpec) -> Result<()> {
     if let Some(lease) = spec.lease.take() {
         lease.release().await;
     }
-    let duration = elapsed(first_start, end);
     // The bookkeeping below can wait: let fires queued behind this one start
     // their handlers first, so a burst of due fires is not delayed by it.
     tokio::task::yield_now().await;
-    inner.s.monitor.record_task_latency(&spec.id, latency);
-    let ok = outcome.is_ok();
-    match &outcome {
-        Ok(()) => inner.s.monitor.record_task_complete(&spec.id, duration, None),
-        Err((_, msg)) => {
-            inner.s.monitor.record_task_failed(&spec.id, duration, msg);
-            inner.emit(Event::TaskFailed {
-                task_id: spec.id.to_string(),
-                scheduled_at: spec.scheduled,
-                error: msg.clone(),
-            });
+    let (result, message) = match outcome {
+        Ok(()) => (Ok(()), None),
+        Err((e, m)) => (Err(e), Some(m)),
+    };
+    let output = run.take_output();
+    let done = Finished {
+        spec,
+        first_start,
+        end,
+        error: message,
+        attempts: attempt_no,
+        output,
+        noted: true,
+    };
+    finish(inner, vec![done]).await;
+    result
+}
+
+/// A run that ended, for the bookkeeping.
+pub(crate) struct Finished {
+    pub spec: RunSpec,
+    pub first_start: Timestamp,
+    pub end: Timestamp,
+    /// The failure's message; `None` on success.
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub output: String,
+    /// Whether the monitor was told of the start.
+    pub noted: bool,
+}
+
+/// Records the outcome of runs: monitor, events, the tasks' run state (under
+/// one lock for the whole batch), history, and the write-behind.
+pub(crate) async fn finish(inner: &Arc<Inner>, done: Vec<Finished>) {
+    if done.is_empty() {
+        return;
+    }
+    let monitor = &inner.s.monitor;
+    for f in &done {
+        if !f.noted {
+            note_start(inner, &f.spec);
+        }
+        let latency = elapsed(f.spec.scheduled, f.first_start);
+        let duration = elapsed(f.first_start, f.end);
+        monitor.record_task_latency(&f.spec.id, latency);
+        match &f.error {
+            None => monitor.record_task_complete(&f.spec.id, duration, None),
+            Some(msg) => {
+                monitor.record_task_failed(&f.spec.id, duration, msg);
+                inner.emit(Event::TaskFailed {
+                    task_id: f.spec.id.to_string(),
+                    scheduled_at: f.spec.scheduled,
+                    error: msg.clone(),
+                });
+            }
         }
     }
+    let mut execs = Vec::with_capacity(done.len());
     {
         let mut st = inner.state.lock().unwrap();
-        st.totals.runs += 1;
-        if !ok {
-            st.totals.failed += 1;
-        }
-        st.totals.last_run_at = Some(first_start);
-        match st.slots.get_mut(spec.slot as usize) {
-            Some(Some(e)) if e.id == spec.id => {
-                e.running = e.running.saturating_sub(1);
-                e.task.run_count += 1;
-                e.task.last_run_at = Some(first_start);
-                e.task.retry_count = attempt_no - 1;
-                e.total_duration += duration;
-                e.total_latency += latency;
-                e.started_runs += 1;
-                match &outcome {
-                    Ok(()) => {
-                        if !e.task.last_error.is_empty() {
-                            e.task.last_error = "".into();
+        for f in &done {
+            let latency = elapsed(f.spec.scheduled, f.first_start);
+            let duration = elapsed(f.first_start, f.end);
+            let ok = f.error.is_none();
+            st.totals.runs += 1;
+            if !ok {
+                st.totals.failed += 1;
+            }
+            if st.totals.last_run_at.is_none_or(|t| t < f.first_start) {
+                st.totals.last_run_at = Some(f.first_start);
+            }
+            match st.slots.get_mut(f.spec.slot as usize) {
+                Some(Some(e)) if e.id == f.spec.id => {
+                    e.running = e.running.saturating_sub(1);
+                    e.task.run_count += 1;
+                    if e.task.last_run_at.is_none_or(|t| t < f.first_start) {
+                        e.task.last_run_at = Some(f.first_start);
+                    }
+                    e.task.retry_count = f.attempts - 1;
+                    e.total_duration += duration;
+                    e.total_latency += latency;
+                    e.started_runs += 1;
+                    match &f.error {
+                        None => {
+                            if !e.task.last_error.is_empty() {
+                                e.task.last_error = "".into();
+                            }
+                        }
+                        Some(msg) => {
+                            e.task.failed_count += 1;
+                            e.task.last_error = msg.as_str().into();
                         }
                     }
-                    Err((_, msg)) => {
-                        e.task.failed_count += 1;
-                        e.task.last_error = msg.as_str().into();
+                    if !e.dirty {
+                        e.dirty = true;
+                        inner.queue_task(e.id.clone());
                     }
                 }
-                if !e.dirty {
-                    e.dirty = true;
-                    inner.queue_task(e.id.clone());
-                }
+                // Removed while running: nothing to write back.
+                _ => {}
             }
-            // Removed while running: nothing to write back.
-            _ => {}
         }
     }
-    inner.queue_execution(TaskExecution {
-        task_id: spec.id.to_string(),
-        node_id: inner.s.node_id.to_string(),
-        status: if ok { ExecutionStatus::Completed } else { ExecutionStatus::Failed },
-        scheduled_at: spec.scheduled,
-        started_at: first_start,
-        ended_at: Some(end),
-        error: outcome.as_ref().err().map(|(_, m)| m.clone()).unwrap_or_default(),
-        attempts: attempt_no,
-        duration,
-        output: std::mem::take(&mut *output.lock().unwrap()),
-    });
+    for f in done {
+        let ok = f.error.is_none();
+        execs.push(TaskExecution {
+            task_id: f.spec.id.to_string(),
+            node_id: inner.s.node_id.to_string(),
+            status: if ok { ExecutionStatus::Completed } else { ExecutionStatus::Failed },
+            scheduled_at: f.spec.scheduled,
+            started_at: f.first_start,
+            ended_at: Some(f.end),
+            error: f.error.unwrap_or_default(),
+            attempts: f.attempts,
+            duration: elapsed(f.first_start, f.end),
+            output: f.output,
+        });
+    }
+    inner.queue_executions(execs);
     inner.persist().await;
-    outcome.map_err(|(e, _)| e)
 }
 
 /// Writes a history record for a fire that did not run, in the background.
