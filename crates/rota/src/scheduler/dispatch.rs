@@ -24,6 +24,7 @@ use std::task::Poll;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::gate::{FireGate, GatedFire};
 use super::run::{self, Attempt, Finished, FirstAttempt, FirstState, Job, RunSpec, Trigger};
 use super::{Event, HeapItem, Inner, Status};
 use crate::task::RunShared;
@@ -70,7 +71,7 @@ impl Inner {
     /// bound.
     pub(crate) fn lead(&self, queued: usize) -> std::time::Duration {
         let most = self.s.clock.prepare_ahead();
-        if most.is_zero() || self.s.gate.is_some() {
+        if most.is_zero() {
             return std::time::Duration::ZERO;
         }
         let want = std::time::Duration::from_millis(1)
@@ -103,6 +104,105 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Cluster mode: one task per instant claims its prepared fires at the
+    /// instant (the gate batches the requests), then starts the won ones
+    /// like a runner does.
+    pub(crate) fn launch_gated(self: &Arc<Self>, gate: Arc<dyn FireGate>, staged: Vec<Staged>) {
+        let mut rest = staged.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let at = first.spec.scheduled;
+            let mut batch = vec![first];
+            while let Some(s) = rest.next_if(|s| s.spec.scheduled == at) {
+                batch.push(s);
+            }
+            let inner = self.clone();
+            let gate = gate.clone();
+            self.tracker.spawn(async move { inner.run_gated(gate, at, batch).await });
+        }
+    }
+
+    async fn run_gated(
+        self: Arc<Self>,
+        gate: Arc<dyn FireGate>,
+        at: Timestamp,
+        fires: Vec<Staged>,
+    ) {
+        run::sleep_on(self.s.clock.as_ref(), at).await;
+        let mut asks = Vec::with_capacity(fires.len());
+        for v in self.check(fires, false) {
+            match v {
+                Verdict::Run(spec) => asks.push(spec),
+                Verdict::RunThen(spec, then) => {
+                    let d = super::Dispatch { slot: spec.slot, scheduled: spec.scheduled, then };
+                    super::gate::spawn_gated(&self, gate.clone(), d);
+                }
+                Verdict::Skipped(..) | Verdict::Dropped => {}
+            }
+        }
+        let admissions = futures_util::future::join_all(asks.iter().map(|s| {
+            gate.admit(GatedFire {
+                task_id: s.id.clone(),
+                scheduled: s.scheduled,
+                skip_overlap: s.skip_overlap,
+            })
+        }))
+        .await;
+        let mut won = Vec::new();
+        for (mut spec, admission) in asks.into_iter().zip(admissions) {
+            let claim = super::gate::settle(
+                &self,
+                spec.slot,
+                &spec.id,
+                spec.scheduled,
+                spec.grace,
+                admission,
+            )
+            .await;
+            if let Some(claim) = claim {
+                spec.fencing_token = claim.fencing_token;
+                spec.lease = claim.lease;
+                won.push(spec);
+            }
+        }
+        // Overlap on this node, then start them all.
+        let mut runs = Vec::with_capacity(won.len());
+        let mut skipped = Vec::new();
+        {
+            let mut st = self.state.lock().unwrap();
+            let st = &mut *st;
+            for mut spec in won {
+                match st.slots.get_mut(spec.slot as usize) {
+                    Some(Some(e)) if e.id == spec.id => {
+                        if run::admit(e, &mut st.totals.skipped, &mut spec) {
+                            runs.push(spec);
+                        } else {
+                            skipped.push(spec);
+                        }
+                    }
+                    _ => skipped.push(spec),
+                }
+            }
+        }
+        for mut spec in skipped {
+            if let Some(lease) = spec.lease.take() {
+                lease.release().await;
+            }
+            let _ = run::skipped(&self, &spec.id, spec.scheduled, Trigger::Schedule);
+        }
+        let node_id: Arc<str> = Arc::from(&*self.s.node_id);
+        let mut runs = Some(runs);
+        let done = std::future::poll_fn(|cx| {
+            let mut done = Vec::new();
+            for spec in runs.take().unwrap_or_default() {
+                self.start(spec, &node_id, cx, &mut done);
+            }
+            Poll::Ready(done)
+        })
+        .await;
+        tokio::task::yield_now().await;
+        run::finish(&self, done).await;
     }
 
     /// A runner: waits for the instant, starts every fire, then records the
@@ -188,7 +288,7 @@ impl Inner {
                     })
                     .collect()
             } else {
-                self.check(chunk)
+                self.check(chunk, true)
             };
             let mut finished = Vec::with_capacity(vs.len());
             for v in vs {
@@ -205,8 +305,10 @@ impl Inner {
         }
     }
 
-    /// Checks prepared fires at their instant, under one hold of the lock.
-    fn check(&self, chunk: Vec<Staged>) -> Vec<Verdict> {
+    /// Checks prepared fires at their instant, under one hold of the lock;
+    /// `admit` also checks overlap and marks them running (in cluster mode
+    /// that waits for the claim).
+    fn check(&self, chunk: Vec<Staged>, admit: bool) -> Vec<Verdict> {
         let mut st = self.state.lock().unwrap();
         let st = &mut *st;
         let status = st.status;
@@ -262,7 +364,7 @@ impl Inner {
                         }
                     }
                 }
-                if !reserved && !run::admit(e, &mut st.totals.skipped, &mut spec) {
+                if admit && !reserved && !run::admit(e, &mut st.totals.skipped, &mut spec) {
                     return Verdict::Skipped(spec.id, at);
                 }
                 if then.is_empty() {

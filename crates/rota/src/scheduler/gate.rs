@@ -105,15 +105,33 @@ async fn gated_fire(inner: &Arc<Inner>, gate: &dyn FireGate, slot: u32, schedule
     };
     let fire = GatedFire { task_id: id.clone(), scheduled, skip_overlap };
     let admission = gate.admit(fire).await;
+    if let Some(claim) = settle(inner, slot, &id, scheduled, grace, admission).await {
+        let d = Dispatch { slot, scheduled, then: Vec::new() };
+        run::run_claimed(inner, d, claim.fencing_token, claim.lease).await;
+    }
+}
+
+/// Records what the gate decided for a fire, and gives back the claim if the
+/// fire is this node's to run now: claimed, within its misfire grace, its
+/// run lock (if any) not lost on the way.
+pub(crate) async fn settle(
+    inner: &Arc<Inner>,
+    slot: u32,
+    id: &Arc<str>,
+    scheduled: Timestamp,
+    grace: std::time::Duration,
+    admission: Result<Admission>,
+) -> Option<Claim> {
     let now = inner.s.clock.now();
     match admission {
         Err(e) => {
             let why = format!("fire at {scheduled} not claimed: {e}");
-            note_missed(inner, slot, &id, 1, scheduled, scheduled, &why);
+            note_missed(inner, slot, id, 1, scheduled, scheduled, &why);
+            None
         }
-        Ok(Admission::NotOurs | Admission::Taken) => {}
+        Ok(Admission::NotOurs | Admission::Taken) => None,
         Ok(Admission::Skipped { previous }) => {
-            count_gap(inner, slot, &id, previous, scheduled);
+            count_gap(inner, slot, id, previous, scheduled);
             {
                 let mut st = inner.state.lock().unwrap();
                 if let Some(Some(e)) = st.slots.get_mut(slot as usize) {
@@ -121,10 +139,11 @@ async fn gated_fire(inner: &Arc<Inner>, gate: &dyn FireGate, slot: u32, schedule
                 }
                 st.totals.skipped += 1;
             }
-            let _ = run::skipped(inner, &id, scheduled, run::Trigger::Schedule);
+            let _ = run::skipped(inner, id, scheduled, run::Trigger::Schedule);
+            None
         }
         Ok(Admission::Run(claim)) => {
-            count_gap(inner, slot, &id, claim.previous, scheduled);
+            count_gap(inner, slot, id, claim.previous, scheduled);
             let late = elapsed(scheduled, now);
             let lost = claim.lease.as_ref().is_some_and(|l| l.is_lost());
             if late > grace || lost {
@@ -137,14 +156,13 @@ async fn gated_fire(inner: &Arc<Inner>, gate: &dyn FireGate, slot: u32, schedule
                         "fire at {scheduled} claimed {late:?} late, past its misfire grace of {grace:?}"
                     )
                 };
-                note_missed(inner, slot, &id, 1, scheduled, scheduled, &why);
+                note_missed(inner, slot, id, 1, scheduled, scheduled, &why);
                 if let Some(lease) = claim.lease {
                     lease.release().await;
                 }
-                return;
+                return None;
             }
-            let d = Dispatch { slot, scheduled, then: Vec::new() };
-            run::run_claimed(inner, d, claim.fencing_token, claim.lease).await;
+            Some(claim)
         }
     }
 }

@@ -661,8 +661,8 @@ impl Inner {
 enum Due {
     /// Prepared, to start at their instants.
     Staged(Vec<dispatch::Staged>),
-    /// To pass the cluster gate first.
-    Gated(Arc<dyn gate::FireGate>, Vec<Dispatch>),
+    /// Prepared, to pass the cluster gate at their instants first.
+    Gated(Arc<dyn gate::FireGate>, Vec<dispatch::Staged>),
 }
 
 /// A fire the driver decided to run.
@@ -691,11 +691,7 @@ impl Inner {
                         self.launch(std::mem::take(&mut staged));
                     }
                 }
-                Due::Gated(gate, fires) => {
-                    for d in fires {
-                        gate::spawn_gated(&self, gate.clone(), d);
-                    }
-                }
+                Due::Gated(gate, fires) => self.launch_gated(gate, fires),
             }
             if full {
                 // More may be due: let the fires just spawned start their
@@ -831,49 +827,45 @@ impl Inner {
         let next = st.heap.peek().map(|Reverse(i)| i.due);
         let lead = self.lead(st.heap.len());
         let full = out.len() >= DISPATCH_CHUNK;
-        let due = match &self.s.gate {
-            // In cluster mode a fire is prepared once claimed; another
-            // node's fire costs nothing more than this check.
-            Some(gate) => {
-                let st = &st;
-                let ours = |d: &Dispatch| {
-                    !d.then.is_empty()
-                        || st.slots[d.slot as usize]
-                            .as_ref()
-                            .is_some_and(|e| gate.is_ours(&e.id, d.scheduled))
-                };
-                let mine: Vec<Dispatch> = out.into_iter().filter(ours).collect();
-                Due::Gated(gate.clone(), mine)
-            }
-            None => {
-                let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-                let st = &mut *st;
-                let staged = out
-                    .into_iter()
-                    .zip(prev_fires)
-                    .filter_map(|(d, (gen, prev_fire))| {
-                        let e = st.slots[d.slot as usize].as_mut()?;
-                        match run::build_spec(e, d.slot, d.scheduled) {
-                            Ok(mut spec) => {
-                                let reserved = run::reserve(e, &mut spec);
-                                Some(dispatch::Staged {
-                                    spec,
-                                    gen,
-                                    prev_fire,
-                                    then: d.then,
-                                    epoch,
-                                    reserved,
-                                })
-                            }
-                            Err(err) => {
-                                tracing::warn!(target: "rota", error = %err, "fire not run");
-                                None
-                            }
-                        }
-                    })
-                    .collect();
-                Due::Staged(staged)
-            }
+        // In cluster mode only this node's fires are prepared (another node's
+        // fire costs nothing more than this check), and the claim at the
+        // instant decides overlap; otherwise fires that no overlap check can
+        // stop are marked running now, so they start without the lock.
+        let gate = self.s.gate.clone();
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let sm = &mut *st;
+        let staged: Vec<dispatch::Staged> = out
+            .into_iter()
+            .zip(prev_fires)
+            .filter_map(|(d, (gen, prev_fire))| {
+                let e = sm.slots[d.slot as usize].as_mut()?;
+                if let Some(g) = &gate {
+                    if d.then.is_empty() && !g.is_ours(&e.id, d.scheduled) {
+                        return None;
+                    }
+                }
+                match run::build_spec(e, d.slot, d.scheduled) {
+                    Ok(mut spec) => {
+                        let reserved = gate.is_none() && run::reserve(e, &mut spec);
+                        Some(dispatch::Staged {
+                            spec,
+                            gen,
+                            prev_fire,
+                            then: d.then,
+                            epoch,
+                            reserved,
+                        })
+                    }
+                    Err(err) => {
+                        tracing::warn!(target: "rota", error = %err, "fire not run");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let due = match gate {
+            Some(g) => Due::Gated(g, staged),
+            None => Due::Staged(staged),
         };
         drop(st);
         for ev in events {

@@ -46,6 +46,10 @@ pub(crate) struct RunSpec {
     pub(crate) fencing_token: Option<u64>,
     /// Cluster mode: the run lock, held for the whole run.
     pub(crate) lease: Option<Box<dyn RunLease>>,
+    /// The task skips overlapping runs.
+    pub(crate) skip_overlap: bool,
+    /// The task's misfire grace.
+    pub(crate) grace: Duration,
 }
 
 pub(crate) enum Attempt {
@@ -82,6 +86,8 @@ pub(crate) fn build_spec(e: &super::Entry, slot: u32, scheduled: Timestamp) -> R
         first_run: false,
         fencing_token: None,
         lease: None,
+        skip_overlap: e.task.overlap == OverlapPolicy::Skip,
+        grace: e.task.misfire_grace,
     })
 }
 
@@ -530,9 +536,14 @@ pub(crate) struct Finished {
 
 /// Records the outcome of runs: monitor, events, the tasks' run state (under
 /// one lock for the whole batch), history, and the write-behind.
-pub(crate) async fn finish(inner: &Arc<Inner>, done: Vec<Finished>) {
+pub(crate) async fn finish(inner: &Arc<Inner>, mut done: Vec<Finished>) {
     if done.is_empty() {
         return;
+    }
+    // Run locks of runs that ended at their first poll, given back together.
+    let leases: Vec<_> = done.iter_mut().filter_map(|f| f.spec.lease.take()).collect();
+    if !leases.is_empty() {
+        futures_util::future::join_all(leases.into_iter().map(|l| l.release())).await;
     }
     let monitor = &inner.s.monitor;
     for f in &done {
