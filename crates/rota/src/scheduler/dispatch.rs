@@ -174,7 +174,7 @@ impl Inner {
             let st = &mut *st;
             for mut spec in won {
                 match st.slots.get_mut(spec.slot as usize) {
-                    Some(Some(e)) if e.id == spec.id => {
+                    Some(Some(e)) if e.task.id == spec.id => {
                         if run::admit(e, &mut st.totals.skipped, &mut spec) {
                             runs.push(spec);
                         } else {
@@ -320,7 +320,7 @@ impl Inner {
                 let Some(Some(e)) = st.slots.get_mut(slot as usize) else {
                     return Verdict::Dropped;
                 };
-                if e.id != spec.id {
+                if e.task.id != spec.id {
                     // Removed (the slot may hold another task now).
                     return Verdict::Dropped;
                 }

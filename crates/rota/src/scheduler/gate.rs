@@ -98,7 +98,7 @@ async fn gated_fire(inner: &Arc<Inner>, gate: &dyn FireGate, slot: u32, schedule
         let st = inner.state.lock().unwrap();
         match st.slots.get(slot as usize) {
             Some(Some(e)) if e.task.enabled => {
-                (e.id.clone(), e.task.overlap == OverlapPolicy::Skip, e.task.misfire_grace)
+                (e.task.id.clone(), e.task.overlap == OverlapPolicy::Skip, e.task.misfire_grace)
             }
             _ => return,
         }
@@ -135,7 +135,7 @@ pub(crate) async fn settle(
             {
                 let mut st = inner.state.lock().unwrap();
                 if let Some(Some(e)) = st.slots.get_mut(slot as usize) {
-                    e.skipped += 1;
+                    e.stats_mut().skipped += 1;
                 }
                 st.totals.skipped += 1;
             }
@@ -219,8 +219,8 @@ fn note_missed(
     {
         let mut st = inner.state.lock().unwrap();
         if let Some(Some(e)) = st.slots.get_mut(slot as usize) {
-            if e.id == *id {
-                e.missed += count as i64;
+            if e.task.id == *id {
+                e.stats_mut().missed += count as i64;
             }
         }
         st.totals.missed += count as i64;

@@ -287,15 +287,14 @@ pub(crate) struct Settings {
 
 struct Entry {
     task: DefaultTask,
-    id: Arc<str>,
-    name: Arc<str>,
     /// Queued for the write-behind to the store.
     dirty: bool,
     /// Loaded from the store without a registered handler: the stored
     /// `enabled` and `last_error`, restored when the handler is registered.
     /// A held task is never written back, so the store keeps it intact.
     held: Option<Box<(bool, String)>>,
-    schedule: Schedule,
+    /// Parsed once per distinct schedule text (see `State::schedules`).
+    schedule: Arc<Schedule>,
     zone: TimeZone,
     gen: u32,
     running: u32,
@@ -303,11 +302,28 @@ struct Entry {
     anchor: Timestamp,
     /// The latest fire handled (run, skipped or missed): never handled twice.
     last_fire: Option<Timestamp>,
+    /// Counted from the first run, skip or miss: a task that never fires
+    /// costs a pointer here.
+    stats: Option<Box<EntryStats>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct EntryStats {
     total_duration: Duration,
     total_latency: Duration,
     started_runs: i64,
     missed: i64,
     skipped: i64,
+}
+
+impl Entry {
+    fn stats(&self) -> EntryStats {
+        self.stats.as_deref().copied().unwrap_or_default()
+    }
+
+    fn stats_mut(&mut self) -> &mut EntryStats {
+        self.stats.get_or_insert_with(Box::default)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -349,6 +365,46 @@ struct State {
     /// `@every` intervals count from the Unix epoch (cluster mode), not from
     /// when the task was added.
     align: bool,
+    /// One parsed schedule per distinct schedule text, shared by the tasks
+    /// that use it (and the text itself, shared by their definitions).
+    schedules: crate::fasthash::FastMap<Arc<str>, Arc<Schedule>>,
+    /// Where the next new task's generation starts.
+    gen_seed: u32,
+}
+
+impl State {
+    /// The shared copy of a task's schedule; the task's schedule text
+    /// becomes the shared one too.
+    fn intern_schedule(&mut self, task: &mut DefaultTask, parsed: Schedule) -> Arc<Schedule> {
+        if let Some((text, s)) = self.schedules.get_key_value(&*task.schedule) {
+            task.schedule = text.clone();
+            return s.clone();
+        }
+        let s = Arc::new(parsed);
+        self.schedules.insert(task.schedule.clone(), s.clone());
+        s
+    }
+
+    /// Gives the task in `slot` a new definition (its generation moves on).
+    fn redefine(&mut self, slot: u32, mut task: DefaultTask, parsed: Schedule, zone: TimeZone) {
+        let e = self.slots[slot as usize].take().expect("slot");
+        self.release_schedule(&e);
+        let schedule = self.intern_schedule(&mut task, parsed);
+        let mut e = e;
+        e.task = task;
+        e.schedule = schedule;
+        e.zone = zone;
+        e.gen = e.gen.wrapping_add(1);
+        self.slots[slot as usize] = Some(e);
+    }
+
+    /// Forgets a schedule no task uses any more (`entry` is the last user,
+    /// about to drop it).
+    fn release_schedule(&mut self, entry: &Entry) {
+        if Arc::strong_count(&entry.schedule) == 2 {
+            self.schedules.remove(&*entry.task.schedule);
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -444,6 +500,8 @@ impl DefaultScheduler {
                     enabled: 0,
                     load_errors: Vec::new(),
                     align: s.gate.is_some(),
+                    schedules: Default::default(),
+                    gen_seed: 0,
                 }),
                 wake: Notify::new(),
                 listeners: RwLock::new(Vec::new()),
@@ -613,7 +671,7 @@ impl Inner {
 impl Inner {
     fn insert_entry(
         st: &mut State,
-        task: DefaultTask,
+        mut task: DefaultTask,
         schedule: Schedule,
         zone: TimeZone,
         now: Timestamp,
@@ -621,22 +679,20 @@ impl Inner {
     ) -> u32 {
         let id: Arc<str> = task.id.clone();
         let anchor = if st.align { Timestamp::UNIX_EPOCH } else { now };
+        let schedule = st.intern_schedule(&mut task, schedule);
+        // Generations differ between the tasks a slot holds over time, so a
+        // fire prepared for a removed task never passes for its successor's.
+        st.gen_seed = st.gen_seed.wrapping_add(1 << 20);
         let entry = Entry {
-            id: id.clone(),
-            name: task.name.clone(),
             dirty: false,
             held,
             schedule,
             zone,
-            gen: 0,
+            gen: st.gen_seed,
             running: 0,
             anchor,
             last_fire: None,
-            total_duration: Duration::ZERO,
-            total_latency: Duration::ZERO,
-            started_runs: 0,
-            missed: 0,
-            skipped: 0,
+            stats: None,
             task,
         };
         let slot = match st.free.pop() {
@@ -803,14 +859,14 @@ impl Inner {
                 // the fires no node claimed, once for the whole cluster.
                 let missed = if gated { 0 } else { missed };
                 if missed > 0 {
-                    e.missed += missed as i64;
+                    e.stats_mut().missed += missed as i64;
                     events.push(Event::TaskMissed {
-                        task_id: e.id.to_string(),
+                        task_id: e.task.id.to_string(),
                         count: missed,
                         first: top.due,
                         last: last_missed,
                     });
-                    self.s.monitor.record_task_missed(&e.id, missed);
+                    self.s.monitor.record_task_missed(&e.task.id, missed);
                 }
                 st.totals.missed += missed as i64;
                 if let Some((&first, rest)) = run.split_first() {
@@ -840,7 +896,7 @@ impl Inner {
             .filter_map(|(d, (gen, prev_fire))| {
                 let e = sm.slots[d.slot as usize].as_mut()?;
                 if let Some(g) = &gate {
-                    if d.then.is_empty() && !g.is_ours(&e.id, d.scheduled) {
+                    if d.then.is_empty() && !g.is_ours(&e.task.id, d.scheduled) {
                         return None;
                     }
                 }
@@ -914,8 +970,9 @@ impl Scheduler for DefaultScheduler {
             let mut st = self.inner.state.lock().unwrap();
             let slot = st.index.remove(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             self.inner.changed();
-            if st.slots[slot as usize].take().is_some_and(|e| e.task.enabled) {
-                st.enabled -= 1;
+            if let Some(e) = st.slots[slot as usize].take() {
+                st.release_schedule(&e);
+                st.enabled -= i64::from(e.task.enabled);
             }
             st.free.push(slot);
         }
@@ -941,12 +998,8 @@ impl Scheduler for DefaultScheduler {
             let e = st.slots[slot as usize].as_mut().expect("slot");
             task.created_at = e.task.created_at;
             task.updated_at = now;
-            e.name = task.name.clone();
             let delta = i64::from(task.enabled) - i64::from(e.task.enabled);
-            e.task = task;
-            e.schedule = schedule;
-            e.zone = zone;
-            e.gen = e.gen.wrapping_add(1);
+            st.redefine(slot, task, schedule, zone);
             self.inner.changed();
             st.enabled += delta;
             Inner::schedule_entry(&mut st, slot, now);
@@ -1170,11 +1223,11 @@ impl Scheduler for DefaultScheduler {
             success_rate: rate(t.run_count - t.failed_count, t.run_count),
             last_run_at: t.last_run_at,
             next_run_at: t.next_run_at,
-            average_time: avg(e.total_duration, t.run_count),
+            average_time: avg(e.stats().total_duration, t.run_count),
             last_error: t.last_error.to_string(),
-            missed_fires: e.missed,
-            skipped_fires: e.skipped,
-            average_latency: avg(e.total_latency, e.started_runs),
+            missed_fires: e.stats().missed,
+            skipped_fires: e.stats().skipped,
+            average_latency: avg(e.stats().total_latency, e.stats().started_runs),
         })
     }
 }
@@ -1336,12 +1389,8 @@ impl DefaultScheduler {
                         let delta = i64::from(task.enabled) - i64::from(e.task.enabled);
                         let mut task = task;
                         task.next_run_at = None;
-                        e.name = task.name.clone();
-                        e.task = task;
                         e.held = held;
-                        e.schedule = schedule;
-                        e.zone = zone;
-                        e.gen = e.gen.wrapping_add(1);
+                        st.redefine(slot, task, schedule, zone);
                         self.inner.changed();
                         st.enabled += delta;
                         Inner::schedule_entry(&mut st, slot, now);
@@ -1363,8 +1412,9 @@ impl DefaultScheduler {
             for id in gone {
                 let slot = st.index.remove(&id).expect("listed");
                 self.inner.changed();
-                if st.slots[slot as usize].take().is_some_and(|e| e.task.enabled) {
-                    st.enabled -= 1;
+                if let Some(e) = st.slots[slot as usize].take() {
+                    st.release_schedule(&e);
+                    st.enabled -= i64::from(e.task.enabled);
                 }
                 st.free.push(slot);
                 removed.push(id);

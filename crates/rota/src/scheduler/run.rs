@@ -76,8 +76,8 @@ pub(crate) fn build_spec(e: &super::Entry, slot: u32, scheduled: Timestamp) -> R
     };
     Ok(RunSpec {
         slot,
-        id: e.id.clone(),
-        name: e.name.clone(),
+        id: e.task.id.clone(),
+        name: e.task.name.clone(),
         handler,
         scheduled,
         timeout: e.task.timeout,
@@ -96,12 +96,12 @@ pub(crate) fn build_spec(e: &super::Entry, slot: u32, scheduled: Timestamp) -> R
 /// (the skip is counted).
 pub(crate) fn admit(e: &mut super::Entry, totals_skipped: &mut i64, spec: &mut RunSpec) -> bool {
     if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
-        e.skipped += 1;
+        e.stats_mut().skipped += 1;
         *totals_skipped += 1;
         return false;
     }
     e.running += 1;
-    spec.first_run = e.started_runs == 0 && e.running == 1;
+    spec.first_run = e.stats.is_none() && e.running == 1;
     true
 }
 
@@ -113,7 +113,7 @@ pub(crate) fn reserve(e: &mut super::Entry, spec: &mut RunSpec) -> bool {
         return false;
     }
     e.running += 1;
-    spec.first_run = e.started_runs == 0 && e.running == 1;
+    spec.first_run = e.stats.is_none() && e.running == 1;
     true
 }
 
@@ -469,7 +469,7 @@ pub(crate) async fn run_attempts(
             {
                 let mut st = inner.state.lock().unwrap();
                 if let Some(Some(e)) = st.slots.get_mut(spec.slot as usize) {
-                    if e.id == spec.id {
+                    if e.task.id == spec.id {
                         e.task.retry_count = attempt_no;
                     }
                 }
@@ -580,16 +580,16 @@ pub(crate) async fn finish(inner: &Arc<Inner>, mut done: Vec<Finished>) {
                 st.totals.last_run_at = Some(f.first_start);
             }
             match st.slots.get_mut(f.spec.slot as usize) {
-                Some(Some(e)) if e.id == f.spec.id => {
+                Some(Some(e)) if e.task.id == f.spec.id => {
                     e.running = e.running.saturating_sub(1);
                     e.task.run_count += 1;
                     if e.task.last_run_at.is_none_or(|t| t < f.first_start) {
                         e.task.last_run_at = Some(f.first_start);
                     }
                     e.task.retry_count = f.attempts - 1;
-                    e.total_duration += duration;
-                    e.total_latency += latency;
-                    e.started_runs += 1;
+                    e.stats_mut().total_duration += duration;
+                    e.stats_mut().total_latency += latency;
+                    e.stats_mut().started_runs += 1;
                     match &f.error {
                         None => {
                             if !e.task.last_error.is_empty() {
@@ -603,7 +603,7 @@ pub(crate) async fn finish(inner: &Arc<Inner>, mut done: Vec<Finished>) {
                     }
                     if !e.dirty {
                         e.dirty = true;
-                        inner.queue_task(e.id.clone());
+                        inner.queue_task(e.task.id.clone());
                     }
                 }
                 // Removed while running: nothing to write back.
