@@ -149,17 +149,22 @@ for i = 0, #KEYS / 3 - 1 do
     prev = prev or ''
     if ttl == '0' then
       out[#out + 1] = 'won'; out[#out + 1] = prev; out[#out + 1] = '0'
-    elseif redis.call('EXISTS', lock) == 1 then
-      out[#out + 1] = 'busy'; out[#out + 1] = prev; out[#out + 1] = '0'
     else
-      if redis.call('EXISTS', fence) == 0 then
+      -- The next token (a busy lock wastes one: tokens only have to grow).
+      -- A new fence starts from the server's time, as in ACQUIRE_LUA.
+      -- Tokens stay below 2^53, so Lua's numbers hold them exactly.
+      local f = redis.call('INCR', fence)
+      if f == 1 then
         local t = redis.call('TIME')
-        redis.call('SET', fence, t[1] .. string.format('%06d', tonumber(t[2])))
+        f = tonumber(t[1]) * 1000000 + tonumber(t[2]) + 1
+        redis.call('SET', fence, string.format('%.0f', f))
       end
-      redis.call('INCR', fence)
-      local f = redis.call('GET', fence)
-      redis.call('SET', lock, ARGV[1] .. ':' .. f, 'PX', ttl)
-      out[#out + 1] = 'won'; out[#out + 1] = prev; out[#out + 1] = f
+      f = string.format('%.0f', f)
+      if redis.call('SET', lock, ARGV[1] .. ':' .. f, 'PX', ttl, 'NX') then
+        out[#out + 1] = 'won'; out[#out + 1] = prev; out[#out + 1] = f
+      else
+        out[#out + 1] = 'busy'; out[#out + 1] = prev; out[#out + 1] = '0'
+      end
     end
   end
 end
