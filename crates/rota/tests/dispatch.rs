@@ -155,6 +155,28 @@ async fn a_task_removed_after_its_fire_was_prepared_does_not_run() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_task_removed_and_added_again_after_the_preparation_fires_once() {
+    let h = harness();
+    let (old, old_calls) = recorder("old", &h.clock);
+    h.sched.add(DefaultTask::new("r", "", "* * * * * *", old)).await.unwrap();
+    h.sched.start().await.unwrap();
+    h.advance_us(1_000_000 - EARLY).await; // 10:00:01 prepared for the first "r"
+    h.sched.remove("r").await.unwrap();
+    let (new, new_calls) = recorder("new", &h.clock);
+    h.sched.add(DefaultTask::new("r", "", "* * * * * *", new)).await.unwrap();
+    h.advance_us(EARLY).await;
+    assert!(old_calls.lock().unwrap().is_empty());
+    let got: Vec<Timestamp> = new_calls.lock().unwrap().iter().map(|(at, _)| *at).collect();
+    assert_eq!(got, [ts("2026-12-04T10:00:01Z")]);
+    // Its run count and overlap accounting are its own: the next fire runs.
+    h.sched.wait_idle().await;
+    h.advance_us(1_000_000).await;
+    assert_eq!(new_calls.lock().unwrap().len(), 2);
+    assert_eq!(h.sched.task_stats("r").unwrap().run_count, 2);
+    assert_eq!(h.sched.task_stats("r").unwrap().skipped_fires, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_update_after_the_preparation_decides_the_fire() {
     let h = harness();
     let (old, old_calls) = recorder("old", &h.clock);

@@ -56,6 +56,20 @@ pub(crate) struct Staged {
     pub reserved: bool,
 }
 
+/// Groups prepared fires (in heap order) by instant.
+fn by_instant(staged: Vec<Staged>) -> impl Iterator<Item = (Timestamp, Vec<Staged>)> {
+    let mut rest = staged.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let first = rest.next()?;
+        let at = first.spec.scheduled;
+        let mut batch = vec![first];
+        while let Some(s) = rest.next_if(|s| s.spec.scheduled == at) {
+            batch.push(s);
+        }
+        Some((at, batch))
+    })
+}
+
 /// What the check at the instant decided.
 enum Verdict {
     Run(RunSpec),
@@ -82,14 +96,8 @@ impl Inner {
     /// Hands prepared fires to runners: the fires of one instant are split
     /// over at most one runner per worker thread.
     pub(crate) fn launch(self: &Arc<Self>, staged: Vec<Staged>) {
-        let mut rest = staged.into_iter().peekable();
         let real_time = !self.lead(0).is_zero();
-        while let Some(first) = rest.next() {
-            let at = first.spec.scheduled;
-            let mut batch = vec![first];
-            while let Some(s) = rest.next_if(|s| s.spec.scheduled == at) {
-                batch.push(s);
-            }
+        for (at, mut batch) in by_instant(staged) {
             let big = batch.len() >= BIG_BATCH && real_time;
             let runners = batch.len().div_ceil(MIN_PER_RUNNER).clamp(1, self.workers);
             let per = batch.len().div_ceil(runners);
@@ -110,13 +118,7 @@ impl Inner {
     /// instant (the gate batches the requests), then starts the won ones
     /// like a runner does.
     pub(crate) fn launch_gated(self: &Arc<Self>, gate: Arc<dyn FireGate>, staged: Vec<Staged>) {
-        let mut rest = staged.into_iter().peekable();
-        while let Some(first) = rest.next() {
-            let at = first.spec.scheduled;
-            let mut batch = vec![first];
-            while let Some(s) = rest.next_if(|s| s.spec.scheduled == at) {
-                batch.push(s);
-            }
+        for (at, batch) in by_instant(staged) {
             let inner = self.clone();
             let gate = gate.clone();
             self.tracker.spawn(async move { inner.run_gated(gate, at, batch).await });
@@ -174,7 +176,7 @@ impl Inner {
             let st = &mut *st;
             for mut spec in won {
                 match st.slots.get_mut(spec.slot as usize) {
-                    Some(Some(e)) if e.task.id == spec.id => {
+                    Some(Some(e)) if e.serial == spec.serial => {
                         if run::admit(e, &mut st.totals.skipped, &mut spec) {
                             runs.push(spec);
                         } else {
@@ -320,8 +322,9 @@ impl Inner {
                 let Some(Some(e)) = st.slots.get_mut(slot as usize) else {
                     return Verdict::Dropped;
                 };
-                if e.task.id != spec.id {
-                    // Removed (the slot may hold another task now).
+                if e.serial != spec.serial {
+                    // Removed: the slot holds another task now (maybe one
+                    // added again under the same ID, which fires on its own).
                     return Verdict::Dropped;
                 }
                 let at = spec.scheduled;

@@ -287,6 +287,9 @@ pub(crate) struct Settings {
 
 struct Entry {
     task: DefaultTask,
+    /// Tells this task from another one that later takes its slot (and
+    /// maybe its ID): prepared fires check it.
+    serial: u32,
     /// Queued for the write-behind to the store.
     dirty: bool,
     /// Loaded from the store without a registered handler: the stored
@@ -684,6 +687,7 @@ impl Inner {
         // fire prepared for a removed task never passes for its successor's.
         st.gen_seed = st.gen_seed.wrapping_add(1 << 20);
         let entry = Entry {
+            serial: st.gen_seed,
             dirty: false,
             held,
             schedule,

@@ -33,6 +33,8 @@ pub enum Trigger {
 
 pub(crate) struct RunSpec {
     pub(crate) slot: u32,
+    /// The task's entry (see `Entry::serial`).
+    pub(crate) serial: u32,
     pub(crate) id: Arc<str>,
     pub(crate) name: Arc<str>,
     pub(crate) handler: Arc<dyn TaskHandler>,
@@ -76,6 +78,7 @@ pub(crate) fn build_spec(e: &super::Entry, slot: u32, scheduled: Timestamp) -> R
     };
     Ok(RunSpec {
         slot,
+        serial: e.serial,
         id: e.task.id.clone(),
         name: e.task.name.clone(),
         handler,
@@ -101,7 +104,7 @@ pub(crate) fn admit(e: &mut super::Entry, totals_skipped: &mut i64, spec: &mut R
         return false;
     }
     e.running += 1;
-    spec.first_run = e.stats.is_none() && e.running == 1;
+    spec.first_run = e.stats.as_ref().is_none_or(|s| s.started_runs == 0) && e.running == 1;
     true
 }
 
@@ -113,7 +116,7 @@ pub(crate) fn reserve(e: &mut super::Entry, spec: &mut RunSpec) -> bool {
         return false;
     }
     e.running += 1;
-    spec.first_run = e.stats.is_none() && e.running == 1;
+    spec.first_run = e.stats.as_ref().is_none_or(|s| s.started_runs == 0) && e.running == 1;
     true
 }
 
@@ -469,7 +472,7 @@ pub(crate) async fn run_attempts(
             {
                 let mut st = inner.state.lock().unwrap();
                 if let Some(Some(e)) = st.slots.get_mut(spec.slot as usize) {
-                    if e.task.id == spec.id {
+                    if e.serial == spec.serial {
                         e.task.retry_count = attempt_no;
                     }
                 }
@@ -580,7 +583,7 @@ pub(crate) async fn finish(inner: &Arc<Inner>, mut done: Vec<Finished>) {
                 st.totals.last_run_at = Some(f.first_start);
             }
             match st.slots.get_mut(f.spec.slot as usize) {
-                Some(Some(e)) if e.task.id == f.spec.id => {
+                Some(Some(e)) if e.serial == f.spec.serial => {
                     e.running = e.running.saturating_sub(1);
                     e.task.run_count += 1;
                     if e.task.last_run_at.is_none_or(|t| t < f.first_start) {
