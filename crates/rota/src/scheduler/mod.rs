@@ -1504,13 +1504,17 @@ mod size_probe {
     #[test]
     fn print_sizes() {
         eprintln!(
-            "DefaultTask {} Entry {} Schedule {} Cron {} HeapItem {} TimeZone {}",
+            "DefaultTask {} Entry {} Schedule {} Cron {} HeapItem {} TimeZone {} Ts {} OptTs {} Dur {} Misfire {}",
             std::mem::size_of::<crate::DefaultTask>(),
             std::mem::size_of::<super::Entry>(),
             std::mem::size_of::<crate::Schedule>(),
             std::mem::size_of::<crate::CronExpression>(),
             std::mem::size_of::<super::HeapItem>(),
             std::mem::size_of::<jiff::tz::TimeZone>(),
+            std::mem::size_of::<jiff::Timestamp>(),
+            std::mem::size_of::<Option<jiff::Timestamp>>(),
+            std::mem::size_of::<std::time::Duration>(),
+            std::mem::size_of::<crate::MisfirePolicy>(),
         );
     }
 }
