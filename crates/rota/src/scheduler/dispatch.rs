@@ -24,6 +24,9 @@ use std::task::Poll;
 
 use jiff::{SignedDuration, Timestamp};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+
 use super::gate::{FireGate, GatedFire};
 use super::run::{self, Attempt, Finished, FirstAttempt, FirstState, Job, RunSpec, Trigger};
 use super::{Event, HeapItem, Inner, Status};
@@ -143,18 +146,44 @@ impl Inner {
                 Verdict::Skipped(..) | Verdict::Dropped => {}
             }
         }
-        let admissions = futures_util::future::join_all(asks.iter().map(|s| {
-            gate.admit(GatedFire {
-                task_id: s.id.clone(),
-                scheduled: s.scheduled,
-                skip_overlap: s.skip_overlap,
+        // Claims go out together (the gate batches them); each group of
+        // answers that arrives starts at once, without waiting for the rest.
+        let mut claims: FuturesUnordered<_> = asks
+            .into_iter()
+            .map(|spec| {
+                let ask = GatedFire {
+                    task_id: spec.id.clone(),
+                    scheduled: spec.scheduled,
+                    skip_overlap: spec.skip_overlap,
+                };
+                let gate = &gate;
+                async move { (spec, gate.admit(ask).await) }
             })
-        }))
-        .await;
-        let mut won = Vec::new();
-        for (mut spec, admission) in asks.into_iter().zip(admissions) {
+            .collect();
+        let node_id: Arc<str> = Arc::from(&*self.s.node_id);
+        let mut done = Vec::new();
+        while let Some(first) = claims.next().await {
+            let mut answered = vec![first];
+            while let Some(Some(more)) = claims.next().now_or_never() {
+                answered.push(more);
+            }
+            self.start_claimed(answered, &node_id, &mut done).await;
+        }
+        tokio::task::yield_now().await;
+        run::finish(&self, done).await;
+    }
+
+    /// Records what the gate said of each fire and starts the won ones.
+    async fn start_claimed(
+        self: &Arc<Self>,
+        answered: Vec<(RunSpec, crate::Result<super::gate::Admission>)>,
+        node_id: &Arc<str>,
+        done: &mut Vec<Finished>,
+    ) {
+        let mut won = Vec::with_capacity(answered.len());
+        for (mut spec, admission) in answered {
             let claim = super::gate::settle(
-                &self,
+                self,
                 spec.slot,
                 &spec.id,
                 spec.scheduled,
@@ -191,20 +220,16 @@ impl Inner {
             if let Some(lease) = spec.lease.take() {
                 lease.release().await;
             }
-            let _ = run::skipped(&self, &spec.id, spec.scheduled, Trigger::Schedule);
+            let _ = run::skipped(self, &spec.id, spec.scheduled, Trigger::Schedule);
         }
-        let node_id: Arc<str> = Arc::from(&*self.s.node_id);
         let mut runs = Some(runs);
-        let done = std::future::poll_fn(|cx| {
-            let mut done = Vec::new();
+        std::future::poll_fn(|cx| {
             for spec in runs.take().unwrap_or_default() {
-                self.start(spec, &node_id, cx, &mut done);
+                self.start(spec, node_id, cx, done);
             }
-            Poll::Ready(done)
+            Poll::Ready(())
         })
         .await;
-        tokio::task::yield_now().await;
-        run::finish(&self, done).await;
     }
 
     /// A runner: waits for the instant, starts every fire, then records the
