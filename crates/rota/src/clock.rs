@@ -54,7 +54,7 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 }
 
 /// How far ahead [`SystemClock`] lets the scheduler prepare fires: at most
-/// this, and less when it holds fewer tasks (about 1 ms, plus 0.5 µs per
+/// this, and less when it holds fewer tasks (about 1 ms, plus 2 µs per
 /// task in its queue).
 pub const PREPARE_AHEAD: Duration = Duration::from_millis(250);
 

@@ -1,22 +1,30 @@
 //! Starting the fires of one instant together.
 //!
 //! The driver prepares fires ahead of their instant (at most
-//! [`Clock::prepare_ahead`](crate::clock::Clock::prepare_ahead)): it takes them off
-//! the heap, computes each task's next fire and gathers what each run needs
-//! ([`Staged`]). It hands the fires of one instant to a few runner tasks, one
-//! per worker thread. At the instant, each runner checks its fires under the
-//! state lock (task still there and enabled, scheduler running, overlap) and
-//! polls every handler once, in a tight loop. A handler that does not finish
-//! at its first poll moves to a task of its own; the bookkeeping of those
-//! that did (monitor, run state, history) waits until every fire of the
-//! batch has started. So 10,000 fires due in one second start within a few
-//! milliseconds of it, not one spawned task after another.
+//! [`Clock::prepare_ahead`](crate::clock::Clock::prepare_ahead)): it takes
+//! them off the heap, computes each task's next fire, gathers what each run
+//! needs ([`Staged`]) and, unless the task's previous run is still going,
+//! marks the run as started. It hands the fires of one instant to a few
+//! runners, one per worker thread (on tokio's blocking pool for big
+//! batches). At the instant, a runner polls every handler once, in a tight
+//! loop. It takes the state lock only if something changed since the
+//! preparation (the scheduler's epoch moved) or a fire still needs its
+//! overlap check. A handler that does not finish at its first poll moves to
+//! a task of its own; the bookkeeping of those that did (monitor, run state,
+//! history) waits until every fire of the batch has started. So 10,000 fires
+//! due in one second start within a few milliseconds of it, not one spawned
+//! task after another.
 //!
 //! A prepared fire that finds the scheduler paused or stopped at its instant
 //! is put back, as if it had never been prepared: resume (or the next start)
 //! treats it as missed, under the task's misfire policy. A fire whose task was
 //! changed in between runs only if the task is still enabled and its new
-//! schedule has a fire at that instant, and then with the new definition.
+//! schedule has a fire at that instant, and then with the new definition. A
+//! fire whose task was removed does not run, even if a task with the same ID
+//! was added since.
+//!
+//! In cluster mode one task per instant claims the prepared fires at the
+//! instant and starts the won ones as their claims come back.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -83,9 +91,9 @@ enum Verdict {
 }
 
 impl Inner {
-    /// How far ahead the driver prepares fires: about 1 ms plus 0.5 µs per
-    /// queued fire (what preparing them all would take), within the clock's
-    /// bound.
+    /// How far ahead the driver prepares fires: about 1 ms plus 2 µs per
+    /// queued fire (a generous estimate of what preparing them takes),
+    /// within the clock's bound.
     pub(crate) fn lead(&self, queued: usize) -> std::time::Duration {
         let most = self.s.clock.prepare_ahead();
         if most.is_zero() {
@@ -281,7 +289,8 @@ impl Inner {
         self.tracker.spawn_on(finish, &handle);
     }
 
-    /// Checks and starts fires, a chunk per hold of the state lock.
+    /// Checks and starts fires, a chunk at a time (with the state lock only
+    /// when the chunk needs it).
     fn start_all(
         self: &Arc<Self>,
         fires: Vec<Staged>,
