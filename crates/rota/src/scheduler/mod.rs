@@ -1065,7 +1065,6 @@ impl Scheduler for DefaultScheduler {
             for slot in slots {
                 let e = st.slots[slot as usize].as_mut().expect("slot");
                 e.gen = e.gen.wrapping_add(1);
-                self.inner.changed();
                 if e.task.enabled {
                     // Keep a stored next fire (downtime: it may be missed) unless
                     // it is newer than what the schedule says now.
@@ -1395,7 +1394,6 @@ impl DefaultScheduler {
                         task.next_run_at = None;
                         e.held = held;
                         st.redefine(slot, task, schedule, zone);
-                        self.inner.changed();
                         st.enabled += delta;
                         Inner::schedule_entry(&mut st, slot, now);
                     }
@@ -1415,13 +1413,15 @@ impl DefaultScheduler {
                 .collect();
             for id in gone {
                 let slot = st.index.remove(&id).expect("listed");
-                self.inner.changed();
                 if let Some(e) = st.slots[slot as usize].take() {
                     st.release_schedule(&e);
                     st.enabled -= i64::from(e.task.enabled);
                 }
                 st.free.push(slot);
                 removed.push(id);
+            }
+            if changed || !removed.is_empty() {
+                self.inner.changed();
             }
         }
         for id in &removed {
@@ -1466,10 +1466,12 @@ impl DefaultScheduler {
                 let delta = i64::from(enabled);
                 e.task.last_error = last_error.into();
                 e.gen = e.gen.wrapping_add(1);
-                self.inner.changed();
                 st.enabled += delta;
                 Inner::schedule_entry(&mut st, slot, now);
                 out.push(st.slots[slot as usize].as_ref().expect("slot").task.clone());
+            }
+            if !out.is_empty() {
+                self.inner.changed();
             }
             out
         };

@@ -98,14 +98,12 @@ pub(crate) fn build_spec(e: &super::Entry, slot: u32, scheduled: Timestamp) -> R
 /// `false` if the task's previous run is still going and it skips overlaps
 /// (the skip is counted).
 pub(crate) fn admit(e: &mut super::Entry, totals_skipped: &mut i64, spec: &mut RunSpec) -> bool {
-    if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
-        e.stats_mut().skipped += 1;
-        *totals_skipped += 1;
-        return false;
+    if reserve(e, spec) {
+        return true;
     }
-    e.running += 1;
-    spec.first_run = e.stats.as_ref().is_none_or(|s| s.started_runs == 0) && e.running == 1;
-    true
+    e.stats_mut().skipped += 1;
+    *totals_skipped += 1;
+    false
 }
 
 /// Marks a prepared fire as running ahead of its instant when no overlap
