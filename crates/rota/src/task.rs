@@ -182,7 +182,8 @@ impl fmt::Debug for dyn TaskHandler {
 /// });
 /// ```
 pub struct FuncHandler<F> {
-    name: String,
+    // Boxed, not a `String`: no spare capacity, and 8 bytes less per handler.
+    name: Box<str>,
     f: F,
 }
 
@@ -193,7 +194,7 @@ where
 {
     /// A handler named `name` that runs `f`.
     pub fn new(name: impl Into<String>, f: F) -> Arc<Self> {
-        Arc::new(FuncHandler { name: name.into(), f })
+        Arc::new(FuncHandler { name: name.into().into_boxed_str(), f })
     }
 }
 
@@ -391,7 +392,7 @@ fn arc(s: impl Into<String>) -> Arc<str> {
     }
 }
 
-fn empty_str() -> Arc<str> {
+pub(crate) fn empty_str() -> Arc<str> {
     static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
     EMPTY.get_or_init(|| Arc::from("")).clone()
 }

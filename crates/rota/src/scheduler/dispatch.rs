@@ -35,6 +35,7 @@ use jiff::{SignedDuration, Timestamp};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 
+use super::entry::OptTs;
 use super::gate::{FireGate, GatedFire};
 use super::run::{self, Attempt, Finished, FirstAttempt, FirstState, Job, RunSpec, Trigger};
 use super::{Event, HeapItem, Inner, Status};
@@ -372,8 +373,8 @@ impl Inner {
                     unreserve(e);
                     if e.gen == gen {
                         // Put back: resume or the next start sees it as due.
-                        e.last_fire = prev_fire;
-                        e.task.next_run_at = Some(at);
+                        e.last_fire = OptTs::new(prev_fire);
+                        e.next_run_at = OptTs::new(Some(at));
                         e.gen = e.gen.wrapping_add(1);
                         if status == Status::Paused {
                             st.heap.push(Reverse(HeapItem { due: at, gen: e.gen, slot }));
@@ -384,9 +385,7 @@ impl Inner {
                 if e.gen != gen {
                     // Changed since: run only what the task says now.
                     let before = at.checked_sub(SignedDuration::from_nanos(1)).ok();
-                    let still = e.task.enabled
-                        && before.and_then(|b| e.schedule.next_after(b, &e.zone, e.anchor))
-                            == Some(at);
+                    let still = e.enabled && before.and_then(|b| e.next_after(b)) == Some(at);
                     if !still {
                         unreserve(e);
                         return Verdict::Dropped;

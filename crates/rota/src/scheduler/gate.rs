@@ -97,8 +97,8 @@ async fn gated_fire(inner: &Arc<Inner>, gate: &dyn FireGate, slot: u32, schedule
     let (id, skip_overlap, grace) = {
         let st = inner.state.lock().unwrap();
         match st.slots.get(slot as usize) {
-            Some(Some(e)) if e.task.enabled => {
-                (e.task.id.clone(), e.task.overlap == OverlapPolicy::Skip, e.task.misfire_grace)
+            Some(Some(e)) if e.enabled => {
+                (e.id.clone(), e.overlap() == OverlapPolicy::Skip, e.misfire_grace())
             }
             _ => return,
         }
@@ -185,7 +185,7 @@ fn count_gap(
         let started = st.started_at.unwrap_or(scheduled);
         let mut cur = previous.max(started - jiff::SignedDuration::from_nanos(1));
         let (mut count, mut first, mut last) = (0u64, None, scheduled);
-        while let Some(n) = e.schedule.next_after(cur, &e.zone, e.anchor) {
+        while let Some(n) = e.next_after(cur) {
             if n >= scheduled || count >= MAX_MISSED_COUNTED {
                 break;
             }
@@ -219,7 +219,7 @@ fn note_missed(
     {
         let mut st = inner.state.lock().unwrap();
         if let Some(Some(e)) = st.slots.get_mut(slot as usize) {
-            if e.task.id == *id {
+            if e.id == *id {
                 e.stats_mut().missed += count as i64;
             }
         }

@@ -18,7 +18,9 @@
 //! are written to the store behind the runs, in batches.
 
 mod dispatch;
+mod entry;
 pub(crate) mod gate;
+mod index;
 mod persist;
 mod run;
 
@@ -41,7 +43,9 @@ use crate::cron::Schedule;
 use crate::error::{Error, Result};
 use crate::monitor::{DefaultMonitor, Monitor};
 use crate::store::{ExecutionQuery, Store, TaskExecution};
-use crate::task::{DefaultTask, MisfirePolicy, Task};
+use crate::task::{DefaultTask, MisfirePolicy};
+
+use entry::{Def, Entry, OptTs, Ts};
 
 pub use run::Trigger;
 
@@ -285,50 +289,6 @@ pub(crate) struct Settings {
     pub gate: Option<Arc<dyn gate::FireGate>>,
 }
 
-struct Entry {
-    task: DefaultTask,
-    /// Tells this task from another one that later takes its slot (and
-    /// maybe its ID): prepared fires check it.
-    serial: u32,
-    /// Queued for the write-behind to the store.
-    dirty: bool,
-    /// Loaded from the store without a registered handler: the stored
-    /// `enabled` and `last_error`, restored when the handler is registered.
-    /// A held task is never written back, so the store keeps it intact.
-    held: Option<Box<(bool, String)>>,
-    /// Parsed once per distinct schedule text (see `State::schedules`).
-    schedule: Arc<Schedule>,
-    zone: TimeZone,
-    gen: u32,
-    running: u32,
-    /// Where an `@every` interval counts from.
-    anchor: Timestamp,
-    /// The latest fire handled (run, skipped or missed): never handled twice.
-    last_fire: Option<Timestamp>,
-    /// Counted from the first run, skip or miss: a task that never fires
-    /// costs a pointer here.
-    stats: Option<Box<EntryStats>>,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct EntryStats {
-    total_duration: Duration,
-    total_latency: Duration,
-    started_runs: i64,
-    missed: i64,
-    skipped: i64,
-}
-
-impl Entry {
-    fn stats(&self) -> EntryStats {
-        self.stats.as_deref().copied().unwrap_or_default()
-    }
-
-    fn stats_mut(&mut self) -> &mut EntryStats {
-        self.stats.get_or_insert_with(Box::default)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct HeapItem {
     due: Timestamp,
@@ -351,7 +311,7 @@ struct State {
     // Boxed: a slot costs a pointer, so the vector's growth slack stays small.
     slots: Vec<Option<Box<Entry>>>,
     free: Vec<u32>,
-    index: crate::fasthash::FastMap<Arc<str>, u32>,
+    index: index::TaskIndex,
     heap: BinaryHeap<Reverse<HeapItem>>,
     totals: Totals,
     driver_stop: Option<CancellationToken>,
@@ -368,44 +328,54 @@ struct State {
     /// `@every` intervals count from the Unix epoch (cluster mode), not from
     /// when the task was added.
     align: bool,
-    /// One parsed schedule per distinct schedule text, shared by the tasks
-    /// that use it (and the text itself, shared by their definitions).
-    schedules: crate::fasthash::FastMap<Arc<str>, Arc<Schedule>>,
+    /// One definition per distinct definition, shared by the tasks that
+    /// have it (see `entry`).
+    defs: std::collections::HashSet<Arc<Def>, std::hash::BuildHasherDefault<crate::fasthash::Fnv>>,
     /// Where the next new task's generation starts.
     gen_seed: u32,
 }
 
 impl State {
-    /// The shared copy of a task's schedule; the task's schedule text
-    /// becomes the shared one too.
-    fn intern_schedule(&mut self, task: &mut DefaultTask, parsed: Schedule) -> Arc<Schedule> {
-        if let Some((text, s)) = self.schedules.get_key_value(&*task.schedule) {
-            task.schedule = text.clone();
-            return s.clone();
+    /// The slot of task `id`.
+    fn find(&self, id: &str) -> Option<u32> {
+        self.index.get(&self.slots, id)
+    }
+
+    /// Task `id`.
+    fn entry(&self, id: &str) -> Option<&Entry> {
+        self.find(id).and_then(|s| self.slots[s as usize].as_deref())
+    }
+
+    /// Takes task `id` out of the index (its slot still holds it).
+    fn unindex(&mut self, id: &str) -> Option<u32> {
+        self.index.remove(&self.slots, id)
+    }
+
+    /// The shared copy of `def`.
+    fn intern(&mut self, def: Def) -> Arc<Def> {
+        if let Some(d) = self.defs.get(&def) {
+            return d.clone();
         }
-        let s = Arc::new(parsed);
-        self.schedules.insert(task.schedule.clone(), s.clone());
-        s
+        let d = Arc::new(def);
+        self.defs.insert(d.clone());
+        d
     }
 
     /// Gives the task in `slot` a new definition (its generation moves on).
-    fn redefine(&mut self, slot: u32, mut task: DefaultTask, parsed: Schedule, zone: TimeZone) {
-        let e = self.slots[slot as usize].take().expect("slot");
-        self.release_schedule(&e);
-        let schedule = self.intern_schedule(&mut task, parsed);
-        let mut e = e;
-        e.task = task;
-        e.schedule = schedule;
-        e.zone = zone;
+    fn redefine(&mut self, slot: u32, task: DefaultTask, parsed: Schedule, zone: TimeZone) {
+        let def = self.intern(Def::of(&task, parsed, zone));
+        let mut e = self.slots[slot as usize].take().expect("slot");
+        self.release(&e);
+        e.assign(task, def);
         e.gen = e.gen.wrapping_add(1);
         self.slots[slot as usize] = Some(e);
     }
 
-    /// Forgets a schedule no task uses any more (`entry` is the last user,
-    /// about to drop it).
-    fn release_schedule(&mut self, entry: &Entry) {
-        if Arc::strong_count(&entry.schedule) == 2 {
-            self.schedules.remove(&*entry.task.schedule);
+    /// Forgets a definition no task uses any more (`entry` is the last
+    /// user, about to drop it or take another).
+    fn release(&mut self, entry: &Entry) {
+        if Arc::strong_count(&entry.def) == 2 {
+            self.defs.remove(&*entry.def);
         }
     }
 }
@@ -503,7 +473,7 @@ impl DefaultScheduler {
                     enabled: 0,
                     load_errors: Vec::new(),
                     align: s.gate.is_some(),
-                    schedules: Default::default(),
+                    defs: Default::default(),
                     gen_seed: 0,
                 }),
                 wake: Notify::new(),
@@ -559,30 +529,24 @@ impl DefaultScheduler {
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
             let now = self.inner.s.clock.now();
-            let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = st.find(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             let running = st.status != Status::Stopped;
             let e = st.slots[slot as usize].as_mut().expect("indexed slot");
-            if on && e.held.is_some() {
+            if on && e.held() {
                 return Err(Error::TaskHandlerRequired {
-                    task: format!(
-                        "{} (handler {:?} is not registered)",
-                        e.task.name, e.task.handler_name
-                    ),
+                    task: format!("{} (handler {:?} is not registered)", e.name, e.handler_name()),
                 });
             }
-            let was = e.task.enabled;
-            if on {
-                e.task.enable();
-            } else {
-                e.task.disable();
-            }
+            let was = e.enabled;
+            e.enabled = on;
+            e.updated_at = Ts::new(now);
             let delta = i64::from(on) - i64::from(was);
             e.gen = e.gen.wrapping_add(1);
             self.inner.changed();
-            let next = if on { e.schedule.next_after(now, &e.zone, e.anchor) } else { None };
-            e.task.next_run_at = next;
+            let next = if on { e.next_after(now) } else { None };
+            e.next_run_at = OptTs::new(next);
             let item = next.map(|due| HeapItem { due, gen: e.gen, slot });
-            let snap = e.task.clone();
+            let snap = e.to_task();
             st.enabled += delta;
             if let (Some(item), true) = (item, running) {
                 st.heap.push(Reverse(item));
@@ -654,16 +618,16 @@ impl Inner {
     fn schedule_entry(st: &mut State, slot: u32, now: Timestamp) {
         let running = st.status != Status::Stopped;
         let e = st.slots[slot as usize].as_mut().expect("slot");
-        if !e.task.enabled {
-            e.task.next_run_at = None;
+        if !e.enabled {
+            e.next_run_at = OptTs::NONE;
             return;
         }
-        let from = match e.last_fire {
+        let from = match e.last_fire.get() {
             Some(last) if last > now => last,
             _ => now,
         };
-        let next = e.schedule.next_after(from, &e.zone, e.anchor);
-        e.task.next_run_at = next;
+        let next = e.next_after(from);
+        e.next_run_at = OptTs::new(next);
         if let (Some(due), true) = (next, running) {
             let item = HeapItem { due, gen: e.gen, slot };
             st.heap.push(Reverse(item));
@@ -674,31 +638,23 @@ impl Inner {
 impl Inner {
     fn insert_entry(
         st: &mut State,
-        mut task: DefaultTask,
+        task: DefaultTask,
         schedule: Schedule,
         zone: TimeZone,
         now: Timestamp,
-        held: Option<Box<(bool, String)>>,
+        held: Option<(bool, String)>,
     ) -> u32 {
         let id: Arc<str> = task.id.clone();
         let anchor = if st.align { Timestamp::UNIX_EPOCH } else { now };
-        let schedule = st.intern_schedule(&mut task, schedule);
+        let def = st.intern(Def::of(&task, schedule, zone));
         // Generations differ between the tasks a slot holds over time, so a
         // fire prepared for a removed task never passes for its successor's.
         st.gen_seed = st.gen_seed.wrapping_add(1 << 20);
-        let entry = Entry {
-            serial: st.gen_seed,
-            dirty: false,
-            held,
-            schedule,
-            zone,
-            gen: st.gen_seed,
-            running: 0,
-            anchor,
-            last_fire: None,
-            stats: None,
-            task,
-        };
+        let mut entry = Entry::new(task, def, st.gen_seed, anchor);
+        if held.is_some() {
+            entry.extra_mut().held = held;
+        }
+        let enabled = entry.enabled;
         let slot = match st.free.pop() {
             Some(s) => {
                 st.slots[s as usize] = Some(Box::new(entry));
@@ -709,10 +665,8 @@ impl Inner {
                 (st.slots.len() - 1) as u32
             }
         };
-        st.index.insert(id, slot);
-        if st.slots[slot as usize].as_ref().is_some_and(|e| e.task.enabled) {
-            st.enabled += 1;
-        }
+        st.index.insert(&st.slots, &id, slot);
+        st.enabled += i64::from(enabled);
         slot
     }
 }
@@ -804,22 +758,22 @@ impl Inner {
             let Some(Some(e)) = st.slots.get_mut(top.slot as usize) else {
                 continue;
             };
-            if e.gen != top.gen || !e.task.enabled {
+            if e.gen != top.gen || !e.enabled {
                 continue;
             }
-            if e.last_fire.is_some_and(|l| top.due <= l) {
+            if e.last_fire.get().is_some_and(|l| top.due <= l) {
                 // Already handled (a backward clock step cannot repeat a fire).
                 Inner::schedule_entry(&mut st, top.slot, now);
                 continue;
             }
-            prev_fires.push((e.gen, e.last_fire));
+            prev_fires.push((e.gen, e.last_fire.get()));
             let late = crate::clock::elapsed(top.due, now);
-            if late > e.task.misfire_grace {
+            if late > e.misfire_grace() {
                 // Every fire from `due` up to now was missed.
                 let mut fires = vec![top.due];
                 let mut count: u64 = 1;
                 let mut cur = top.due;
-                let keep = match e.task.misfire {
+                let keep = match e.def.misfire {
                     MisfirePolicy::Skip => 0,
                     MisfirePolicy::RunOnce => 1,
                     MisfirePolicy::RunAll { max } => max as usize,
@@ -827,11 +781,11 @@ impl Inner {
                 // Fires still within their grace are not missed: they run as
                 // usual (at most `DISPATCH_CHUNK` of them).
                 let mut on_time = Vec::new();
-                while let Some(n) = e.schedule.next_after(cur, &e.zone, e.anchor) {
+                while let Some(n) = e.next_after(cur) {
                     if n > now || count >= MAX_MISSED_COUNTED || on_time.len() >= DISPATCH_CHUNK {
                         break;
                     }
-                    if crate::clock::elapsed(n, now) <= e.task.misfire_grace {
+                    if crate::clock::elapsed(n, now) <= e.misfire_grace() {
                         on_time.push(n);
                         cur = n;
                         continue;
@@ -851,13 +805,13 @@ impl Inner {
                     let k = keep.min(fires.len());
                     fires[fires.len() - k..].to_vec()
                 };
-                if !on_time.is_empty() && e.task.misfire == MisfirePolicy::RunOnce {
+                if !on_time.is_empty() && e.def.misfire == MisfirePolicy::RunOnce {
                     // A fire due now is the one run.
                     run.clear();
                 }
                 let missed = count - run.len() as u64;
                 let last_missed = if run.is_empty() { last } else { run[0] };
-                e.last_fire = Some(on_time.last().copied().unwrap_or(last));
+                e.last_fire = OptTs::new(Some(on_time.last().copied().unwrap_or(last)));
                 run.extend(on_time);
                 // In cluster mode the claim of the task's next fire counts
                 // the fires no node claimed, once for the whole cluster.
@@ -865,12 +819,12 @@ impl Inner {
                 if missed > 0 {
                     e.stats_mut().missed += missed as i64;
                     events.push(Event::TaskMissed {
-                        task_id: e.task.id.to_string(),
+                        task_id: e.id.to_string(),
                         count: missed,
                         first: top.due,
                         last: last_missed,
                     });
-                    self.s.monitor.record_task_missed(&e.task.id, missed);
+                    self.s.monitor.record_task_missed(&e.id, missed);
                 }
                 st.totals.missed += missed as i64;
                 if let Some((&first, rest)) = run.split_first() {
@@ -879,7 +833,7 @@ impl Inner {
                     prev_fires.pop();
                 }
             } else {
-                e.last_fire = Some(top.due);
+                e.last_fire = OptTs::new(Some(top.due));
                 out.push(Dispatch { slot: top.slot, scheduled: top.due, then: Vec::new() });
             }
             Inner::schedule_entry(&mut st, top.slot, now);
@@ -900,7 +854,7 @@ impl Inner {
             .filter_map(|(d, (gen, prev_fire))| {
                 let e = sm.slots[d.slot as usize].as_mut()?;
                 if let Some(g) = &gate {
-                    if d.then.is_empty() && !g.is_ours(&e.task.id, d.scheduled) {
+                    if d.then.is_empty() && !g.is_ours(&e.id, d.scheduled) {
                         return None;
                     }
                 }
@@ -945,7 +899,7 @@ impl Scheduler for DefaultScheduler {
         let now = self.inner.s.clock.now();
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
-            if st.index.contains_key(&*task.id) {
+            if st.find(&task.id).is_some() {
                 return Err(Error::TaskAlreadyExists { id: task.id.to_string() });
             }
             task.created_at = now;
@@ -959,7 +913,7 @@ impl Scheduler for DefaultScheduler {
             let e = st.slots[slot as usize].as_ref().expect("slot");
             // Before the first start the store has not been read: the task is
             // written then, after taking its stored run state (see `load_store`).
-            loaded.then(|| e.task.clone())
+            loaded.then(|| e.to_task())
         };
         self.inner.wake.notify_one();
         self.update_counts();
@@ -972,11 +926,11 @@ impl Scheduler for DefaultScheduler {
     async fn remove(&self, id: &str) -> Result<()> {
         {
             let mut st = self.inner.state.lock().unwrap();
-            let slot = st.index.remove(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = st.unindex(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             self.inner.changed();
             if let Some(e) = st.slots[slot as usize].take() {
-                st.release_schedule(&e);
-                st.enabled -= i64::from(e.task.enabled);
+                st.release(&e);
+                st.enabled -= i64::from(e.enabled);
             }
             st.free.push(slot);
         }
@@ -995,19 +949,17 @@ impl Scheduler for DefaultScheduler {
         let now = self.inner.s.clock.now();
         let snapshot = {
             let mut st = self.inner.state.lock().unwrap();
-            let slot = *st
-                .index
-                .get(&*task.id)
-                .ok_or_else(|| Error::TaskNotFound { id: task.id.to_string() })?;
+            let slot =
+                st.find(&task.id).ok_or_else(|| Error::TaskNotFound { id: task.id.to_string() })?;
             let e = st.slots[slot as usize].as_mut().expect("slot");
-            task.created_at = e.task.created_at;
+            task.created_at = e.created_at.get();
             task.updated_at = now;
-            let delta = i64::from(task.enabled) - i64::from(e.task.enabled);
+            let delta = i64::from(task.enabled) - i64::from(e.enabled);
             st.redefine(slot, task, schedule, zone);
             self.inner.changed();
             st.enabled += delta;
             Inner::schedule_entry(&mut st, slot, now);
-            st.slots[slot as usize].as_ref().expect("slot").task.clone()
+            st.slots[slot as usize].as_ref().expect("slot").to_task()
         };
         self.inner.wake.notify_one();
         self.update_counts();
@@ -1016,16 +968,12 @@ impl Scheduler for DefaultScheduler {
 
     fn get(&self, id: &str) -> Result<DefaultTask> {
         let st = self.inner.state.lock().unwrap();
-        st.index
-            .get(id)
-            .and_then(|&s| st.slots[s as usize].as_ref())
-            .map(|e| e.task.clone())
-            .ok_or_else(|| Error::TaskNotFound { id: id.into() })
+        st.entry(id).map(|e| e.to_task()).ok_or_else(|| Error::TaskNotFound { id: id.into() })
     }
 
     fn get_all(&self) -> Vec<DefaultTask> {
         let st = self.inner.state.lock().unwrap();
-        let mut v: Vec<DefaultTask> = st.slots.iter().flatten().map(|e| e.task.clone()).collect();
+        let mut v: Vec<DefaultTask> = st.slots.iter().flatten().map(|e| e.to_task()).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -1061,17 +1009,17 @@ impl Scheduler for DefaultScheduler {
             st.run_cancel = CancellationToken::new();
             st.heap.clear();
             let align = st.align;
-            let slots: Vec<u32> = st.index.values().copied().collect();
+            let slots: Vec<u32> = st.index.slots().collect();
             for slot in slots {
                 let e = st.slots[slot as usize].as_mut().expect("slot");
                 e.gen = e.gen.wrapping_add(1);
-                if e.task.enabled {
+                if e.enabled {
                     // Keep a stored next fire (downtime: it may be missed) unless
                     // it is newer than what the schedule says now.
-                    if e.schedule.interval().is_some() && e.task.next_run_at.is_none() && !align {
-                        e.anchor = now;
+                    if e.def.schedule.interval().is_some() && e.next_run_at.is_none() && !align {
+                        e.anchor = Ts::new(now);
                     }
-                    match e.task.next_run_at {
+                    match e.next_run_at.get() {
                         Some(due) => {
                             let item = HeapItem { due, gen: e.gen, slot };
                             st.heap.push(Reverse(item));
@@ -1147,9 +1095,9 @@ impl Scheduler for DefaultScheduler {
     async fn run_now(&self, id: &str) -> Result<()> {
         let (slot, now) = {
             let st = self.inner.state.lock().unwrap();
-            let slot = *st.index.get(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
+            let slot = st.find(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             let e = st.slots[slot as usize].as_ref().expect("slot");
-            if !e.task.enabled {
+            if !e.enabled {
                 return Err(Error::TaskDisabled { id: id.into() });
             }
             (slot, self.inner.s.clock.now())
@@ -1205,12 +1153,7 @@ impl Scheduler for DefaultScheduler {
 
     fn task_stats(&self, id: &str) -> Result<TaskStats> {
         let st = self.inner.state.lock().unwrap();
-        let e = st
-            .index
-            .get(id)
-            .and_then(|&s| st.slots[s as usize].as_ref())
-            .ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
-        let t = &e.task;
+        let e = st.entry(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
         let avg = |total: Duration, n: i64| {
             if n > 0 {
                 total / n as u32
@@ -1219,34 +1162,19 @@ impl Scheduler for DefaultScheduler {
             }
         };
         Ok(TaskStats {
-            task_id: t.id.to_string(),
-            task_name: t.name.to_string(),
-            run_count: t.run_count,
-            failed_count: t.failed_count,
-            success_rate: rate(t.run_count - t.failed_count, t.run_count),
-            last_run_at: t.last_run_at,
-            next_run_at: t.next_run_at,
-            average_time: avg(e.stats().total_duration, t.run_count),
-            last_error: t.last_error.to_string(),
+            task_id: e.id.to_string(),
+            task_name: e.name.to_string(),
+            run_count: e.run_count(),
+            failed_count: e.failed_count(),
+            success_rate: rate(e.run_count() - e.failed_count(), e.run_count()),
+            last_run_at: e.last_run_at.get(),
+            next_run_at: e.next_run_at.get(),
+            average_time: avg(e.stats().total_duration, e.run_count()),
+            last_error: e.last_error().to_string(),
             missed_fires: e.stats().missed,
             skipped_fires: e.stats().skipped,
             average_latency: avg(e.stats().total_latency, e.stats().started_runs),
         })
-    }
-}
-
-/// A task declared in code takes the run state of its stored self: counts,
-/// last run and error, and the next fire if the schedule did not change.
-fn merge_run_state(t: &mut DefaultTask, stored: DefaultTask) {
-    let same_schedule = t.schedule == stored.schedule && t.time_zone == stored.time_zone;
-    t.run_count = stored.run_count;
-    t.failed_count = stored.failed_count;
-    t.last_run_at = stored.last_run_at;
-    t.last_error = stored.last_error;
-    t.retry_count = stored.retry_count;
-    t.created_at = stored.created_at;
-    if same_schedule && t.enabled && stored.next_run_at.is_some() {
-        t.next_run_at = stored.next_run_at;
     }
 }
 
@@ -1264,11 +1192,15 @@ impl DefaultScheduler {
             let mut st = self.inner.state.lock().unwrap();
             // Tasks added in code before this first start: only they are
             // written back; tasks that came from the store are already there.
-            let in_code: Vec<Arc<str>> = st.index.keys().cloned().collect();
+            let in_code: Vec<Arc<str>> = st
+                .index
+                .slots()
+                .filter_map(|s| st.slots[s as usize].as_ref().map(|e| e.id.clone()))
+                .collect();
             for stored in report.tasks {
-                if let Some(&slot) = st.index.get(&*stored.id) {
+                if let Some(slot) = st.find(&stored.id) {
                     let e = st.slots[slot as usize].as_mut().expect("slot");
-                    merge_run_state(&mut e.task, stored);
+                    e.merge_run_state(stored);
                     continue;
                 }
                 match self.bind_stored(stored) {
@@ -1283,13 +1215,7 @@ impl DefaultScheduler {
             }
             st.load_errors = errors;
             st.loaded = true;
-            declared = in_code
-                .iter()
-                .filter_map(|id| {
-                    st.index.get(id).and_then(|&slot| st.slots[slot as usize].as_ref())
-                })
-                .map(|e| e.task.clone())
-                .collect();
+            declared = in_code.iter().filter_map(|id| st.entry(id)).map(|e| e.to_task()).collect();
         }
         self.update_counts();
         // Tasks declared in code (with their merged run state) reach the store.
@@ -1307,7 +1233,7 @@ impl DefaultScheduler {
         &self,
         mut task: DefaultTask,
     ) -> std::result::Result<
-        (DefaultTask, Schedule, TimeZone, Option<Box<(bool, String)>>),
+        (DefaultTask, Schedule, TimeZone, Option<(bool, String)>),
         crate::store::LoadError,
     > {
         let parsed = task.parsed_schedule().and_then(|s| {
@@ -1330,7 +1256,7 @@ impl DefaultScheduler {
                 None
             }
             None => {
-                let keep = Box::new((task.enabled, task.last_error.to_string()));
+                let keep = (task.enabled, task.last_error.to_string());
                 task.enabled = false;
                 task.handler = None;
                 task.last_error = format!(
@@ -1368,11 +1294,11 @@ impl DefaultScheduler {
             let mut seen: std::collections::HashSet<Arc<str>> = Default::default();
             for stored in report.tasks {
                 seen.insert(stored.id.clone());
-                let newer = match st.index.get(&*stored.id) {
+                let newer = match st.find(&stored.id) {
                     None => None,
-                    Some(&slot) => {
+                    Some(slot) => {
                         let e = st.slots[slot as usize].as_ref().expect("slot");
-                        if stored.updated_at <= e.task.updated_at || e.running > 0 {
+                        if stored.updated_at <= e.updated_at.get() || e.running > 0 {
                             continue;
                         }
                         Some(slot)
@@ -1389,10 +1315,10 @@ impl DefaultScheduler {
                     }
                     Some(slot) => {
                         let e = st.slots[slot as usize].as_mut().expect("slot");
-                        let delta = i64::from(task.enabled) - i64::from(e.task.enabled);
+                        let delta = i64::from(task.enabled) - i64::from(e.enabled);
                         let mut task = task;
                         task.next_run_at = None;
-                        e.held = held;
+                        e.set_held(held);
                         st.redefine(slot, task, schedule, zone);
                         st.enabled += delta;
                         Inner::schedule_entry(&mut st, slot, now);
@@ -1402,20 +1328,17 @@ impl DefaultScheduler {
             let settle = jiff::SignedDuration::from_secs(5);
             let gone: Vec<Arc<str>> = st
                 .index
-                .iter()
-                .filter(|(id, _)| !seen.contains(*id))
-                .filter(|(_, &slot)| {
-                    st.slots[slot as usize]
-                        .as_ref()
-                        .is_some_and(|e| e.task.updated_at < began - settle && e.running == 0)
-                })
-                .map(|(id, _)| id.clone())
+                .slots()
+                .filter_map(|slot| st.slots[slot as usize].as_deref())
+                .filter(|e| !seen.contains(&*e.id))
+                .filter(|e| e.updated_at.get() < began - settle && e.running == 0)
+                .map(|e| e.id.clone())
                 .collect();
             for id in gone {
-                let slot = st.index.remove(&id).expect("listed");
+                let slot = st.unindex(&id).expect("listed");
                 if let Some(e) = st.slots[slot as usize].take() {
-                    st.release_schedule(&e);
-                    st.enabled -= i64::from(e.task.enabled);
+                    st.release(&e);
+                    st.enabled -= i64::from(e.enabled);
                 }
                 st.free.push(slot);
                 removed.push(id);
@@ -1453,22 +1376,21 @@ impl DefaultScheduler {
                 .enumerate()
                 .filter_map(|(i, e)| {
                     let e = e.as_ref()?;
-                    (e.held.is_some() && &*e.task.handler_name == handler.name())
-                        .then_some(i as u32)
+                    (e.held() && e.handler_name() == handler.name()).then_some(i as u32)
                 })
                 .collect();
             let mut out = Vec::new();
             for slot in slots {
                 let e = st.slots[slot as usize].as_mut().expect("slot");
-                let (enabled, last_error) = *e.held.take().expect("held");
-                e.task.handler = Some(handler.clone());
-                e.task.enabled = enabled;
+                let (enabled, last_error) = e.extra_mut().held.take().expect("held");
+                e.handler = Some(handler.clone());
+                e.enabled = enabled;
                 let delta = i64::from(enabled);
-                e.task.last_error = last_error.into();
+                e.extra_mut().last_error = (!last_error.is_empty()).then(|| last_error.into());
                 e.gen = e.gen.wrapping_add(1);
                 st.enabled += delta;
                 Inner::schedule_entry(&mut st, slot, now);
-                out.push(st.slots[slot as usize].as_ref().expect("slot").task.clone());
+                out.push(st.slots[slot as usize].as_ref().expect("slot").to_task());
             }
             if !out.is_empty() {
                 self.inner.changed();
@@ -1502,21 +1424,96 @@ pub(crate) fn rate(ok: i64, total: i64) -> f64 {
 }
 
 #[cfg(test)]
-mod size_probe {
-    #[test]
-    fn print_sizes() {
-        eprintln!(
-            "DefaultTask {} Entry {} Schedule {} Cron {} HeapItem {} TimeZone {} Ts {} OptTs {} Dur {} Misfire {}",
-            std::mem::size_of::<crate::DefaultTask>(),
-            std::mem::size_of::<super::Entry>(),
-            std::mem::size_of::<crate::Schedule>(),
-            std::mem::size_of::<crate::CronExpression>(),
-            std::mem::size_of::<super::HeapItem>(),
-            std::mem::size_of::<jiff::tz::TimeZone>(),
-            std::mem::size_of::<jiff::Timestamp>(),
-            std::mem::size_of::<Option<jiff::Timestamp>>(),
-            std::mem::size_of::<std::time::Duration>(),
-            std::mem::size_of::<crate::MisfirePolicy>(),
-        );
+mod tests {
+    use super::*;
+    use crate::{FuncHandler, OverlapPolicy, Task, TaskBuilder};
+
+    fn handler(name: &str) -> Arc<dyn crate::TaskHandler> {
+        FuncHandler::new(name, |_ctx| async { Ok(()) })
+    }
+
+    fn defs(s: &DefaultScheduler) -> usize {
+        s.inner.state.lock().unwrap().defs.len()
+    }
+
+    #[tokio::test]
+    async fn get_gives_back_the_whole_definition_and_run_state() {
+        let s = DefaultScheduler::new(Arc::new(crate::MemoryStore::new()));
+        let mut task =
+            TaskBuilder::new("full task", "every field set", "0 30 9 * * 1-5", handler("h"))
+                .timeout(Duration::from_secs(7))
+                .max_retries(3)
+                .retry_delay(Duration::from_millis(1500))
+                .tag("team", "ops")
+                .tag("tier", "1")
+                .time_zone("Asia/Shanghai")
+                .overlap(OverlapPolicy::Allow)
+                .misfire(MisfirePolicy::RunAll { max: 4 })
+                .misfire_grace(Duration::from_secs(9))
+                .enabled(false)
+                .build();
+        task.increment_run_count();
+        task.increment_run_count();
+        task.increment_failed_count();
+        let last = Timestamp::from_second(1_700_000_000).unwrap();
+        task.last_run_at = Some(last);
+        task.last_error = "boom".into();
+        s.add(task.clone()).await.unwrap();
+
+        let got = s.get(&task.id).unwrap();
+        assert_eq!(got.id(), task.id());
+        assert_eq!(got.name(), "full task");
+        assert_eq!(got.description(), "every field set");
+        assert_eq!(got.schedule(), "0 30 9 * * 1-5");
+        assert_eq!(got.handler_name, task.handler_name);
+        assert!(got.handler().is_some());
+        assert!(!got.enabled());
+        assert_eq!(got.timeout(), Duration::from_secs(7));
+        assert_eq!(got.max_retries(), 3);
+        assert_eq!(got.retry_delay(), Duration::from_millis(1500));
+        assert_eq!(got.tags(), task.tags());
+        assert_eq!(got.time_zone(), Some("Asia/Shanghai"));
+        assert_eq!(got.overlap(), OverlapPolicy::Allow);
+        assert_eq!(got.misfire(), MisfirePolicy::RunAll { max: 4 });
+        assert_eq!(got.misfire_grace(), Duration::from_secs(9));
+        assert_eq!(got.run_count(), 2);
+        assert_eq!(got.failed_count(), 1);
+        assert_eq!(got.last_run_at(), Some(last));
+        assert_eq!(got.last_error(), "boom");
+        assert_eq!(got.next_run_at(), None, "disabled: no next fire");
+        // Instants keep their nanoseconds.
+        assert_eq!(got.created_at(), got.updated_at());
+        assert_eq!(s.get_all().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tasks_with_equal_definitions_share_one() {
+        let s = DefaultScheduler::new(Arc::new(crate::MemoryStore::new()));
+        for i in 0..1000 {
+            let t = DefaultTask::new(
+                format!("t{i}"),
+                "same",
+                "*/5 * * * * *",
+                handler(&format!("h{i}")),
+            );
+            s.add(t).await.unwrap();
+        }
+        assert_eq!(defs(&s), 1, "handler names differ, but each is its handler's own");
+        let mut t = s.get("t7").unwrap();
+        t.description = "different".into();
+        s.update(t).await.unwrap();
+        assert_eq!(defs(&s), 2);
+        assert_eq!(s.get("t7").unwrap().description(), "different");
+        assert_eq!(s.get("t8").unwrap().description(), "same");
+        assert_eq!(s.get("t7").unwrap().handler_name.as_ref(), "h7");
+        s.remove("t7").await.unwrap();
+        assert_eq!(defs(&s), 1, "a definition nobody uses is dropped");
+        for i in 0..1000 {
+            if i != 7 {
+                s.remove(&format!("t{i}")).await.unwrap();
+            }
+        }
+        assert_eq!(defs(&s), 0);
+        assert!(matches!(s.get("t8"), Err(Error::TaskNotFound { .. })));
     }
 }

@@ -72,11 +72,11 @@ impl Inner {
                         let mut st = self.state.lock().unwrap();
                         ids.iter()
                             .filter_map(|id| {
-                                let slot = *st.index.get(id)?;
+                                let slot = st.find(id)?;
                                 let e = st.slots[slot as usize].as_mut()?;
                                 e.dirty = false;
                                 // A held task stays as the store has it.
-                                e.held.is_none().then(|| e.task.clone())
+                                (!e.held()).then(|| e.to_task())
                             })
                             .collect()
                     };

@@ -11,6 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
+use super::entry::OptTs;
 use super::gate::RunLease;
 use super::{Dispatch, Event, Inner, SchedState};
 use crate::clock::{elapsed, signed, Clock};
@@ -73,24 +74,24 @@ pub(crate) enum Prepared {
 
 /// What a run of the task in `e` needs, for the fire at `scheduled`.
 pub(crate) fn build_spec(e: &super::Entry, slot: u32, scheduled: Timestamp) -> Result<RunSpec> {
-    let Some(handler) = e.task.handler.clone() else {
-        return Err(Error::TaskHandlerRequired { task: e.task.name.to_string() });
+    let Some(handler) = e.handler.clone() else {
+        return Err(Error::TaskHandlerRequired { task: e.name.to_string() });
     };
     Ok(RunSpec {
         slot,
         serial: e.serial,
-        id: e.task.id.clone(),
-        name: e.task.name.clone(),
+        id: e.id.clone(),
+        name: e.name.clone(),
         handler,
         scheduled,
-        timeout: e.task.timeout,
-        max_retries: e.task.max_retries,
-        retry_delay: e.task.retry_delay,
+        timeout: e.def.timeout,
+        max_retries: e.def.max_retries,
+        retry_delay: e.def.retry_delay,
         first_run: false,
         fencing_token: None,
         lease: None,
-        skip_overlap: e.task.overlap == OverlapPolicy::Skip,
-        grace: e.task.misfire_grace,
+        skip_overlap: e.overlap() == OverlapPolicy::Skip,
+        grace: e.misfire_grace(),
     })
 }
 
@@ -110,11 +111,11 @@ pub(crate) fn admit(e: &mut super::Entry, totals_skipped: &mut i64, spec: &mut R
 /// check can stop it (no run of the task going, or overlap allowed), so it
 /// can start without the lock; `false` leaves the check to the instant.
 pub(crate) fn reserve(e: &mut super::Entry, spec: &mut RunSpec) -> bool {
-    if e.running > 0 && e.task.overlap == OverlapPolicy::Skip {
+    if e.running > 0 && e.overlap() == OverlapPolicy::Skip {
         return false;
     }
     e.running += 1;
-    spec.first_run = e.stats.as_ref().is_none_or(|s| s.started_runs == 0) && e.running == 1;
+    spec.first_run = e.stats().started_runs == 0 && e.running == 1;
     true
 }
 
@@ -471,7 +472,7 @@ pub(crate) async fn run_attempts(
                 let mut st = inner.state.lock().unwrap();
                 if let Some(Some(e)) = st.slots.get_mut(spec.slot as usize) {
                     if e.serial == spec.serial {
-                        e.task.retry_count = attempt_no;
+                        e.extra_mut().retry_count = attempt_no;
                     }
                 }
             }
@@ -583,28 +584,25 @@ pub(crate) async fn finish(inner: &Arc<Inner>, mut done: Vec<Finished>) {
             match st.slots.get_mut(f.spec.slot as usize) {
                 Some(Some(e)) if e.serial == f.spec.serial => {
                     e.running = e.running.saturating_sub(1);
-                    e.task.run_count += 1;
-                    if e.task.last_run_at.is_none_or(|t| t < f.first_start) {
-                        e.task.last_run_at = Some(f.first_start);
+                    if e.last_run_at.get().is_none_or(|t| t < f.first_start) {
+                        e.last_run_at = OptTs::new(Some(f.first_start));
                     }
-                    e.task.retry_count = f.attempts - 1;
-                    e.stats_mut().total_duration += duration;
-                    e.stats_mut().total_latency += latency;
-                    e.stats_mut().started_runs += 1;
+                    let x = e.extra_mut();
+                    x.run_count += 1;
+                    x.retry_count = f.attempts - 1;
+                    x.stats.total_duration += duration;
+                    x.stats.total_latency += latency;
+                    x.stats.started_runs += 1;
                     match &f.error {
-                        None => {
-                            if !e.task.last_error.is_empty() {
-                                e.task.last_error = "".into();
-                            }
-                        }
+                        None => x.last_error = None,
                         Some(msg) => {
-                            e.task.failed_count += 1;
-                            e.task.last_error = msg.as_str().into();
+                            x.failed_count += 1;
+                            x.last_error = Some(msg.as_str().into());
                         }
                     }
                     if !e.dirty {
                         e.dirty = true;
-                        inner.queue_task(e.task.id.clone());
+                        inner.queue_task(e.id.clone());
                     }
                 }
                 // Removed while running: nothing to write back.
