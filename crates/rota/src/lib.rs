@@ -23,6 +23,7 @@
 
 pub mod clock;
 pub mod cluster;
+mod compact;
 mod config;
 pub mod cron;
 pub mod distributed;

@@ -496,9 +496,24 @@ impl DefaultTask {
             description: arc(description),
             schedule: arc(schedule),
             handler: Some(handler),
-            enabled: true,
             created_at: now,
             updated_at: now,
+            ..DefaultTask::blank()
+        }
+    }
+
+    /// A task with every field empty or at its default, for filling in.
+    pub(crate) fn blank() -> DefaultTask {
+        DefaultTask {
+            id: empty_str(),
+            name: empty_str(),
+            description: empty_str(),
+            schedule: empty_str(),
+            handler: None,
+            handler_name: empty_str(),
+            enabled: true,
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
             last_run_at: None,
             next_run_at: None,
             run_count: 0,

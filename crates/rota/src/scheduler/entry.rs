@@ -13,7 +13,6 @@
 //!
 //! [`Entry::to_task`] rebuilds the `DefaultTask` for `get`, stores and events.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,139 +20,47 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+use crate::compact::Shape;
+pub(crate) use crate::compact::{OptTs, Ts};
 use crate::cron::Schedule;
-use crate::task::{DefaultTask, MisfirePolicy, OverlapPolicy, TaskHandler};
+use crate::task::{DefaultTask, OverlapPolicy, TaskHandler};
 
-/// An instant in 12 bytes (jiff's `Timestamp` takes 16), exact over jiff's
-/// whole range.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C, packed(4))]
-pub(crate) struct Ts {
-    secs: i64,
-    nanos: i32,
-}
-
-impl Ts {
-    pub(crate) fn new(t: Timestamp) -> Ts {
-        Ts { secs: t.as_second(), nanos: t.subsec_nanosecond() }
-    }
-
-    pub(crate) fn get(self) -> Timestamp {
-        // The parts came from a valid `Timestamp`.
-        Timestamp::new(self.secs, self.nanos).expect("a stored instant is valid")
-    }
-}
-
-/// An optional instant in 12 bytes: `nanos == i32::MIN` is none.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C, packed(4))]
-pub(crate) struct OptTs {
-    secs: i64,
-    nanos: i32,
-}
-
-impl OptTs {
-    pub(crate) const NONE: OptTs = OptTs { secs: 0, nanos: i32::MIN };
-
-    pub(crate) fn new(t: Option<Timestamp>) -> OptTs {
-        match t {
-            Some(t) => OptTs { secs: t.as_second(), nanos: t.subsec_nanosecond() },
-            None => OptTs::NONE,
-        }
-    }
-
-    pub(crate) fn get(self) -> Option<Timestamp> {
-        (self.nanos != i32::MIN)
-            .then(|| Timestamp::new(self.secs, self.nanos).expect("a stored instant is valid"))
-    }
-
-    pub(crate) fn is_none(self) -> bool {
-        self.nanos == i32::MIN
-    }
-}
-
-/// The part of a task's definition that tasks commonly share, interned per
-/// scheduler (see `State::defs`). Equality and hashing cover the definition
-/// only; `schedule` and `zone` follow from it.
+/// A task's shape as this scheduler uses it, interned per scheduler (see
+/// `State::defs`). Equality and hashing cover `shape` and `handler_name`;
+/// `schedule` and `zone` follow from them.
 #[derive(Debug)]
 pub(crate) struct Def {
-    pub(crate) schedule_text: Arc<str>,
-    pub(crate) description: Arc<str>,
+    pub(crate) shape: Shape,
     /// Set only when it is not the handler's own name: a task loaded from
     /// the store whose handler is not registered (yet), or a definition that
     /// names a handler other than the one it holds.
     pub(crate) handler_name: Arc<str>,
-    pub(crate) tags: Arc<BTreeMap<String, String>>,
-    pub(crate) time_zone: Option<Arc<str>>,
-    pub(crate) timeout: Duration,
-    pub(crate) retry_delay: Duration,
-    pub(crate) misfire_grace: Duration,
-    pub(crate) max_retries: u32,
-    pub(crate) overlap: OverlapPolicy,
-    pub(crate) misfire: MisfirePolicy,
-    /// `schedule_text`, parsed.
+    /// `shape.schedule`, parsed.
     pub(crate) schedule: Schedule,
-    /// `time_zone`, resolved (or the scheduler's zone).
+    /// `shape.time_zone`, resolved (or the scheduler's zone).
     pub(crate) zone: TimeZone,
 }
 
 impl Def {
-    /// The shared part of `task`'s definition, with its parsed schedule and zone.
+    /// `task`'s definition, with its parsed schedule and zone.
     pub(crate) fn of(task: &DefaultTask, schedule: Schedule, zone: TimeZone) -> Def {
         let own_name = task.handler.as_ref().is_some_and(|h| h.name() == &*task.handler_name);
         Def {
-            schedule_text: task.schedule.clone(),
-            description: task.description.clone(),
+            shape: Shape::of(task),
             handler_name: if own_name {
                 crate::task::empty_str()
             } else {
                 task.handler_name.clone()
             },
-            tags: task.tags.clone(),
-            time_zone: task.time_zone.clone(),
-            timeout: task.timeout,
-            retry_delay: task.retry_delay,
-            misfire_grace: task.misfire_grace,
-            max_retries: task.max_retries,
-            overlap: task.overlap,
-            misfire: task.misfire,
             schedule,
             zone,
         }
     }
-
-    fn key(&self) -> DefKey<'_> {
-        DefKey {
-            schedule_text: &self.schedule_text,
-            description: &self.description,
-            handler_name: &self.handler_name,
-            tags: &self.tags,
-            time_zone: self.time_zone.as_deref(),
-            durations: [self.timeout, self.retry_delay, self.misfire_grace],
-            max_retries: self.max_retries,
-            overlap: self.overlap,
-            misfire: self.misfire,
-        }
-    }
-}
-
-/// The fields that make a [`Def`] what it is.
-#[derive(PartialEq, Eq, Hash)]
-struct DefKey<'a> {
-    schedule_text: &'a str,
-    description: &'a str,
-    handler_name: &'a str,
-    tags: &'a BTreeMap<String, String>,
-    time_zone: Option<&'a str>,
-    durations: [Duration; 3],
-    max_retries: u32,
-    overlap: OverlapPolicy,
-    misfire: MisfirePolicy,
 }
 
 impl PartialEq for Def {
     fn eq(&self, other: &Def) -> bool {
-        self.key() == other.key()
+        self.shape == other.shape && self.handler_name == other.handler_name
     }
 }
 
@@ -161,7 +68,8 @@ impl Eq for Def {}
 
 impl Hash for Def {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state)
+        self.shape.hash(state);
+        self.handler_name.hash(state);
     }
 }
 
@@ -272,11 +180,9 @@ impl Entry {
             Some(h) if d.handler_name.is_empty() => Arc::from(h.name()),
             _ => d.handler_name.clone(),
         };
-        DefaultTask {
+        let mut t = DefaultTask {
             id: self.id.clone(),
             name: self.name.clone(),
-            description: d.description.clone(),
-            schedule: d.schedule_text.clone(),
             handler: self.handler.clone(),
             handler_name,
             enabled: self.enabled,
@@ -287,17 +193,11 @@ impl Entry {
             run_count: x.map_or(0, |x| x.run_count),
             failed_count: x.map_or(0, |x| x.failed_count),
             last_error: self.last_error(),
-            timeout: d.timeout,
             retry_count: x.map_or(0, |x| x.retry_count),
-            retry_delay: d.retry_delay,
-            max_retries: d.max_retries,
-            tags: d.tags.clone(),
-            time_zone: d.time_zone.clone(),
-            overlap: d.overlap,
-            misfire: d.misfire,
-            misfire_grace: d.misfire_grace,
-            pending_error: None,
-        }
+            ..DefaultTask::blank()
+        };
+        d.shape.apply(&mut t);
+        t
     }
 
     /// The handler's name: the one the definition names, else the handler's.
@@ -352,18 +252,18 @@ impl Entry {
     }
 
     pub(crate) fn overlap(&self) -> OverlapPolicy {
-        self.def.overlap
+        self.def.shape.overlap
     }
 
     pub(crate) fn misfire_grace(&self) -> Duration {
-        self.def.misfire_grace
+        self.def.shape.misfire_grace
     }
 
     /// Takes a stored copy's run state (for a task declared in code): counts,
     /// last run and error, and the next fire if the schedule did not change.
     pub(crate) fn merge_run_state(&mut self, stored: DefaultTask) {
-        let same_schedule =
-            self.def.schedule_text == stored.schedule && self.def.time_zone == stored.time_zone;
+        let same_schedule = self.def.shape.schedule == stored.schedule
+            && self.def.shape.time_zone == stored.time_zone;
         self.last_run_at = OptTs::new(stored.last_run_at);
         self.created_at = Ts::new(stored.created_at);
         if same_schedule && self.enabled && stored.next_run_at.is_some() {
@@ -382,27 +282,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn instants_round_trip_exactly() {
-        let cases = [
-            Timestamp::UNIX_EPOCH,
-            Timestamp::MIN,
-            Timestamp::MAX,
-            Timestamp::new(1_700_000_000, 123_456_789).unwrap(),
-            Timestamp::new(-1, -1).unwrap(),
-        ];
-        for t in cases {
-            assert_eq!(Ts::new(t).get(), t);
-            assert_eq!(OptTs::new(Some(t)).get(), Some(t));
-        }
-        assert_eq!(OptTs::new(None).get(), None);
-        assert!(OptTs::NONE.is_none());
-    }
-
-    #[test]
     fn an_entry_stays_compact() {
         // The budget of issue 3 (400 B per task in all) depends on this.
         assert!(std::mem::size_of::<Entry>() <= 152, "Entry is {} B", std::mem::size_of::<Entry>());
-        assert_eq!(std::mem::size_of::<Ts>(), 12);
-        assert_eq!(std::mem::size_of::<OptTs>(), 12);
     }
 }

@@ -330,7 +330,7 @@ struct State {
     align: bool,
     /// One definition per distinct definition, shared by the tasks that
     /// have it (see `entry`).
-    defs: std::collections::HashSet<Arc<Def>, std::hash::BuildHasherDefault<crate::fasthash::Fnv>>,
+    defs: crate::compact::Interner<Def>,
     /// Where the next new task's generation starts.
     gen_seed: u32,
 }
@@ -351,32 +351,14 @@ impl State {
         self.index.remove(&self.slots, id)
     }
 
-    /// The shared copy of `def`.
-    fn intern(&mut self, def: Def) -> Arc<Def> {
-        if let Some(d) = self.defs.get(&def) {
-            return d.clone();
-        }
-        let d = Arc::new(def);
-        self.defs.insert(d.clone());
-        d
-    }
-
     /// Gives the task in `slot` a new definition (its generation moves on).
     fn redefine(&mut self, slot: u32, task: DefaultTask, parsed: Schedule, zone: TimeZone) {
-        let def = self.intern(Def::of(&task, parsed, zone));
+        let def = self.defs.intern(Def::of(&task, parsed, zone));
         let mut e = self.slots[slot as usize].take().expect("slot");
-        self.release(&e);
+        self.defs.release(&e.def);
         e.assign(task, def);
         e.gen = e.gen.wrapping_add(1);
         self.slots[slot as usize] = Some(e);
-    }
-
-    /// Forgets a definition no task uses any more (`entry` is the last
-    /// user, about to drop it or take another).
-    fn release(&mut self, entry: &Entry) {
-        if Arc::strong_count(&entry.def) == 2 {
-            self.defs.remove(&*entry.def);
-        }
     }
 }
 
@@ -646,7 +628,7 @@ impl Inner {
     ) -> u32 {
         let id: Arc<str> = task.id.clone();
         let anchor = if st.align { Timestamp::UNIX_EPOCH } else { now };
-        let def = st.intern(Def::of(&task, schedule, zone));
+        let def = st.defs.intern(Def::of(&task, schedule, zone));
         // Generations differ between the tasks a slot holds over time, so a
         // fire prepared for a removed task never passes for its successor's.
         st.gen_seed = st.gen_seed.wrapping_add(1 << 20);
@@ -773,7 +755,7 @@ impl Inner {
                 let mut fires = vec![top.due];
                 let mut count: u64 = 1;
                 let mut cur = top.due;
-                let keep = match e.def.misfire {
+                let keep = match e.def.shape.misfire {
                     MisfirePolicy::Skip => 0,
                     MisfirePolicy::RunOnce => 1,
                     MisfirePolicy::RunAll { max } => max as usize,
@@ -805,7 +787,7 @@ impl Inner {
                     let k = keep.min(fires.len());
                     fires[fires.len() - k..].to_vec()
                 };
-                if !on_time.is_empty() && e.def.misfire == MisfirePolicy::RunOnce {
+                if !on_time.is_empty() && e.def.shape.misfire == MisfirePolicy::RunOnce {
                     // A fire due now is the one run.
                     run.clear();
                 }
@@ -929,7 +911,7 @@ impl Scheduler for DefaultScheduler {
             let slot = st.unindex(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
             self.inner.changed();
             if let Some(e) = st.slots[slot as usize].take() {
-                st.release(&e);
+                st.defs.release(&e.def);
                 st.enabled -= i64::from(e.enabled);
             }
             st.free.push(slot);
@@ -1337,7 +1319,7 @@ impl DefaultScheduler {
             for id in gone {
                 let slot = st.unindex(&id).expect("listed");
                 if let Some(e) = st.slots[slot as usize].take() {
-                    st.release(&e);
+                    st.defs.release(&e.def);
                     st.enabled -= i64::from(e.enabled);
                 }
                 st.free.push(slot);

@@ -261,6 +261,7 @@ pub(crate) fn updated_at_json(t: &DefaultTask) -> String {
 }
 
 /// True when `task` carries every tag of `tags`.
+#[cfg(feature = "redis")]
 pub(crate) fn has_tags(task: &DefaultTask, tags: &BTreeMap<String, String>) -> bool {
     tags.iter().all(|(k, v)| task.tags.get(k) == Some(v))
 }
