@@ -313,6 +313,10 @@ const MIN_CPU_INTERVAL: Duration = Duration::from_millis(100);
 ///
 /// Every `record_*` call updates [`SchedulerMetrics::last_activity`]; the
 /// `set_*` calls do not.
+///
+/// A task costs it about 200 bytes: per-task durations are kept as
+/// nanoseconds in a `u64` (sums saturate at 584 years), and a name equal to
+/// the task's ID is not stored twice.
 pub struct DefaultMonitor {
     clock: SharedClock,
     window: Duration,
@@ -322,7 +326,7 @@ pub struct DefaultMonitor {
 
 #[derive(Default)]
 struct State {
-    tasks: crate::fasthash::FastMap<String, TaskEntry>,
+    tasks: crate::fasthash::FastMap<Box<str>, TaskEntry>,
     executions: u64,
     successful: u64,
     failed: u64,
@@ -341,24 +345,54 @@ struct State {
     window_latency_nanos: u128,
 }
 
-#[derive(Default)]
+// Compact (a monitor may hear of 100,000 tasks): durations in nanoseconds,
+// a 12-byte instant, and no string for a name that is the ID itself.
 struct TaskEntry {
-    name: String,
+    /// `None` until told; an empty box (no allocation) when it is the ID.
+    name: Option<Box<str>>,
     executions: u64,
     successful: u64,
     failed: u64,
     skipped: u64,
     missed: u64,
-    total_duration: Duration,
-    min_duration: Duration,
-    max_duration: Duration,
-    last_execution: Option<Timestamp>,
-    last_error: String,
+    total_nanos: u64,
+    min_nanos: u64,
+    max_nanos: u64,
+    last_execution: crate::compact::OptTs,
+    last_error: Option<Box<str>>,
     latency_count: u64,
-    latency_total: Duration,
-    max_latency: Duration,
+    latency_total_nanos: u64,
+    max_latency_nanos: u64,
     running: u64,
     removed: bool,
+}
+
+impl Default for TaskEntry {
+    fn default() -> Self {
+        TaskEntry {
+            name: None,
+            executions: 0,
+            successful: 0,
+            failed: 0,
+            skipped: 0,
+            missed: 0,
+            total_nanos: 0,
+            min_nanos: 0,
+            max_nanos: 0,
+            last_execution: crate::compact::OptTs::NONE,
+            last_error: None,
+            latency_count: 0,
+            latency_total_nanos: 0,
+            max_latency_nanos: 0,
+            running: 0,
+            removed: false,
+        }
+    }
+}
+
+/// `d` in nanoseconds, saturating (at 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[derive(Default)]
@@ -399,33 +433,36 @@ fn rate(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn mean(total: Duration, n: u64) -> Duration {
+fn mean(total_nanos: u64, n: u64) -> Duration {
     if n == 0 {
         return Duration::ZERO;
     }
-    let nanos = total.as_nanos() / u128::from(n);
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    Duration::from_nanos(total_nanos / n)
 }
 
 impl TaskEntry {
     fn metrics(&self, id: &str) -> TaskMetrics {
         TaskMetrics {
             task_id: id.to_owned(),
-            task_name: self.name.clone(),
+            task_name: match self.name.as_deref() {
+                None => String::new(),
+                Some("") => id.to_owned(),
+                Some(name) => name.to_owned(),
+            },
             total_executions: count(self.executions),
             successful_runs: count(self.successful),
             failed_runs: count(self.failed),
             success_rate: rate(self.successful, self.executions),
-            average_duration: mean(self.total_duration, self.executions),
-            min_duration: self.min_duration,
-            max_duration: self.max_duration,
-            last_execution: self.last_execution,
-            last_error: self.last_error.clone(),
-            total_duration: self.total_duration,
+            average_duration: mean(self.total_nanos, self.executions),
+            min_duration: Duration::from_nanos(self.min_nanos),
+            max_duration: Duration::from_nanos(self.max_nanos),
+            last_execution: self.last_execution.get(),
+            last_error: self.last_error.as_deref().unwrap_or_default().to_owned(),
+            total_duration: Duration::from_nanos(self.total_nanos),
             skipped_runs: count(self.skipped),
             missed_runs: count(self.missed),
-            average_latency: mean(self.latency_total, self.latency_count),
-            max_latency: self.max_latency,
+            average_latency: mean(self.latency_total_nanos, self.latency_count),
+            max_latency: Duration::from_nanos(self.max_latency_nanos),
         }
     }
 }
@@ -437,7 +474,7 @@ impl State {
         if self.tasks.contains_key(id) {
             return self.tasks.get_mut(id).expect("present");
         }
-        self.tasks.entry(id.to_owned()).or_default()
+        self.tasks.entry(id.into()).or_default()
     }
 
     /// Drops window samples at or before `now - window`.
@@ -605,19 +642,20 @@ impl Monitor for DefaultMonitor {
         let (mut state, now) = self.record();
         let task = state.task(task_id);
         task.executions += 1;
-        task.total_duration = task.total_duration.saturating_add(duration);
-        if task.executions == 1 || duration < task.min_duration {
-            task.min_duration = duration;
+        let d = nanos(duration);
+        task.total_nanos = task.total_nanos.saturating_add(d);
+        if task.executions == 1 || d < task.min_nanos {
+            task.min_nanos = d;
         }
-        task.max_duration = task.max_duration.max(duration);
-        task.last_execution = Some(now);
+        task.max_nanos = task.max_nanos.max(d);
+        task.last_execution = crate::compact::OptTs::new(Some(now));
         match err {
             None => task.successful += 1,
             Some(err) => {
                 task.failed += 1;
-                // Reuses the buffer: no allocation once it is large enough.
-                task.last_error.clear();
-                task.last_error.push_str(err);
+                if task.last_error.as_deref() != Some(err) {
+                    task.last_error = Some(err.into());
+                }
             }
         }
         // A run that ends without a recorded start does not lower the count.
@@ -731,8 +769,8 @@ impl Monitor for DefaultMonitor {
         let (mut state, now) = self.record();
         let task = state.task(task_id);
         task.latency_count += 1;
-        task.latency_total = task.latency_total.saturating_add(latency);
-        task.max_latency = task.max_latency.max(latency);
+        task.latency_total_nanos = task.latency_total_nanos.saturating_add(nanos(latency));
+        task.max_latency_nanos = task.max_latency_nanos.max(nanos(latency));
         state.prune(now, self.window);
         state.push_latency(now, latency);
     }
@@ -767,8 +805,20 @@ impl Monitor for DefaultMonitor {
     fn set_task_name(&self, task_id: &str, name: &str) {
         let mut state = self.lock();
         let task = state.task(task_id);
-        task.name.clear();
-        task.name.push_str(name);
+        let same = match task.name.as_deref() {
+            None => name.is_empty(),
+            Some("") => name == task_id,
+            Some(old) => old == name,
+        };
+        if !same {
+            task.name = if name.is_empty() {
+                None
+            } else if name == task_id {
+                Some(Box::default())
+            } else {
+                Some(name.into())
+            };
+        }
         task.removed = false;
     }
 
@@ -850,6 +900,37 @@ mod tests {
     fn run(m: &DefaultMonitor, id: &str, ms: u64, err: Option<&str>) {
         m.record_task_start(id);
         m.record_task_complete(id, Duration::from_millis(ms), err);
+    }
+
+    #[test]
+    fn names_are_kept_whether_or_not_they_are_the_id() {
+        let (_clock, m) = setup();
+        run(&m, "untold", 1, None);
+        m.set_task_name("same", "same");
+        m.set_task_name("other", "Other name");
+        m.set_task_name("cleared", "x");
+        m.set_task_name("cleared", "");
+        let name = |id: &str| m.task_metrics(id).unwrap().task_name;
+        assert_eq!(name("untold"), "");
+        assert_eq!(name("same"), "same");
+        assert_eq!(name("other"), "Other name");
+        assert_eq!(name("cleared"), "");
+        m.set_task_name("same", "renamed");
+        assert_eq!(name("same"), "renamed");
+        // What a task costs the monitor, before its strings.
+        assert!(std::mem::size_of::<TaskEntry>() <= 160, "{}", std::mem::size_of::<TaskEntry>());
+    }
+
+    #[test]
+    fn durations_beyond_u64_nanoseconds_saturate() {
+        let (_clock, m) = setup();
+        m.record_task_start("long");
+        m.record_task_complete("long", Duration::MAX, None);
+        m.record_task_latency("long", Duration::MAX);
+        let t = m.task_metrics("long").unwrap();
+        assert_eq!(t.max_duration, Duration::from_nanos(u64::MAX));
+        assert_eq!(t.total_duration, Duration::from_nanos(u64::MAX));
+        assert_eq!(t.max_latency, Duration::from_nanos(u64::MAX));
     }
 
     #[test]

@@ -54,20 +54,14 @@ impl Inner {
                 return;
             }
             loop {
-                let ids: Vec<Arc<str>> = {
-                    let mut q = self.wb.tasks.lock().unwrap();
-                    let n = q.len().min(BATCH);
-                    q.drain(..n).collect()
-                };
-                let execs: Vec<TaskExecution> = {
-                    let mut q = self.wb.execs.lock().unwrap();
-                    let n = q.len().min(BATCH);
-                    q.drain(..n).collect()
-                };
+                // Everything queued, taken at once: draining the front of a
+                // long queue batch by batch would move the rest each time.
+                let ids: Vec<Arc<str>> = std::mem::take(&mut *self.wb.tasks.lock().unwrap());
+                let execs: Vec<TaskExecution> = std::mem::take(&mut *self.wb.execs.lock().unwrap());
                 if ids.is_empty() && execs.is_empty() {
                     break;
                 }
-                if !ids.is_empty() {
+                for ids in ids.chunks(BATCH) {
                     let snaps: Vec<_> = {
                         let mut st = self.state.lock().unwrap();
                         ids.iter()
@@ -84,8 +78,8 @@ impl Inner {
                         tracing::warn!(target: "rota", error = %e, tasks = snaps.len(), "could not save run state");
                     }
                 }
-                if !execs.is_empty() {
-                    if let Err(e) = self.s.store.record_executions(&execs).await {
+                for execs in execs.chunks(BATCH) {
+                    if let Err(e) = self.s.store.record_executions(execs).await {
                         tracing::warn!(target: "rota", error = %e, records = execs.len(), "could not record executions");
                     }
                 }
