@@ -147,9 +147,11 @@ impl Entry {
         e
     }
 
-    /// Takes `task`'s definition and run state (counters and fire history
-    /// of this entry stay).
+    /// Takes `task`'s definition and run state (counts, retries, last run
+    /// and error, next fire). What only the scheduler counts (`stats`), a
+    /// held task's stored state and the fire history stay.
     pub(crate) fn assign(&mut self, task: DefaultTask, def: Arc<Def>) {
+        self.set_run_state(&task);
         self.id = task.id;
         self.name = task.name;
         self.handler = task.handler;
@@ -159,6 +161,11 @@ impl Entry {
         self.last_run_at = OptTs::new(task.last_run_at);
         self.next_run_at = OptTs::new(task.next_run_at);
         self.enabled = task.enabled;
+    }
+
+    /// Takes `task`'s counts, retries and last error; allocates the extra
+    /// block only for a task that has any (or has the block already).
+    fn set_run_state(&mut self, task: &DefaultTask) {
         let has_state = task.run_count != 0
             || task.failed_count != 0
             || task.retry_count != 0
@@ -168,7 +175,7 @@ impl Entry {
             x.run_count = task.run_count;
             x.failed_count = task.failed_count;
             x.retry_count = task.retry_count;
-            x.last_error = (!task.last_error.is_empty()).then_some(task.last_error);
+            x.last_error = (!task.last_error.is_empty()).then(|| task.last_error.clone());
         }
     }
 
@@ -269,11 +276,7 @@ impl Entry {
         if same_schedule && self.enabled && stored.next_run_at.is_some() {
             self.next_run_at = OptTs::new(stored.next_run_at);
         }
-        let x = self.extra_mut();
-        x.run_count = stored.run_count;
-        x.failed_count = stored.failed_count;
-        x.retry_count = stored.retry_count;
-        x.last_error = (!stored.last_error.is_empty()).then_some(stored.last_error);
+        self.set_run_state(&stored);
     }
 }
 

@@ -1408,7 +1408,7 @@ pub(crate) fn rate(ok: i64, total: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FuncHandler, OverlapPolicy, Task, TaskBuilder};
+    use crate::{FuncHandler, OverlapPolicy, Store, Task, TaskBuilder};
 
     fn handler(name: &str) -> Arc<dyn crate::TaskHandler> {
         FuncHandler::new(name, |_ctx| async { Ok(()) })
@@ -1466,6 +1466,30 @@ mod tests {
         // Instants keep their nanoseconds.
         assert_eq!(got.created_at(), got.updated_at());
         assert_eq!(s.get_all().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_restart_allocates_run_state_only_for_tasks_that_have_some() {
+        let store = Arc::new(crate::MemoryStore::new());
+        let mut ran = DefaultTask::new("ran", "", "0 0 0 1 1 *", handler("h1"));
+        ran.increment_run_count();
+        ran.last_error = "old".into();
+        store.save(&ran).await.unwrap();
+        store.save(&DefaultTask::new("fresh", "", "0 0 0 1 1 *", handler("h2"))).await.unwrap();
+        // The same tasks declared in code after a restart.
+        let s = DefaultScheduler::new(store);
+        s.add(DefaultTask::new("ran", "", "0 0 0 1 1 *", handler("h1"))).await.unwrap();
+        s.add(DefaultTask::new("fresh", "", "0 0 0 1 1 *", handler("h2"))).await.unwrap();
+        s.start().await.unwrap();
+        {
+            let st = s.inner.state.lock().unwrap();
+            assert!(st.entry("fresh").unwrap().extra.is_none());
+            assert!(st.entry("ran").unwrap().extra.is_some());
+        }
+        assert_eq!(s.get("ran").unwrap().run_count(), 1);
+        assert_eq!(s.get("ran").unwrap().last_error(), "old");
+        assert_eq!(s.get("fresh").unwrap().run_count(), 0);
+        s.stop().await.unwrap();
     }
 
     #[tokio::test]
