@@ -6,7 +6,7 @@
 //! the path of every fire.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 /// FNV-1a, 64 bits.
 #[derive(Debug, Clone, Copy)]
@@ -35,3 +35,9 @@ impl Hasher for Fnv {
 
 /// A `HashMap` with [`Fnv`].
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+/// `s` hashed with [`Fnv`] as a `str` is hashed (for `hashbrown::HashTable`s
+/// keyed by a string kept elsewhere).
+pub(crate) fn hash_str(s: &str) -> u64 {
+    BuildHasherDefault::<Fnv>::default().hash_one(s)
+}

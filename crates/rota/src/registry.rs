@@ -1,12 +1,11 @@
 //! [`HandlerRegistry`]: handlers by name, to bind tasks read back from a store.
 
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::{Arc, RwLock};
 
 use hashbrown::HashTable;
 
-use crate::fasthash::Fnv;
+use crate::fasthash::hash_str as hash;
 use crate::task::TaskHandler;
 
 /// Maps handler names to handlers.
@@ -31,10 +30,6 @@ use crate::task::TaskHandler;
 pub struct HandlerRegistry {
     // A std RwLock: looked up on load and registration, never across an await.
     map: Arc<RwLock<HashTable<Arc<dyn TaskHandler>>>>,
-}
-
-fn hash(name: &str) -> u64 {
-    BuildHasherDefault::<Fnv>::default().hash_one(name)
 }
 
 impl HandlerRegistry {

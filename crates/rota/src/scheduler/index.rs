@@ -2,12 +2,10 @@
 //! and reads the IDs from the entries themselves (a map keyed by the ID
 //! would keep a second pointer to each ID, 24 bytes a bucket).
 
-use std::hash::{BuildHasher, BuildHasherDefault};
-
 use hashbrown::HashTable;
 
 use super::entry::Entry;
-use crate::fasthash::Fnv;
+use crate::fasthash::hash_str as hash;
 
 /// The scheduler's slots: a task's slot number is stable while it lives.
 pub(crate) type Slots = Vec<Option<Box<Entry>>>;
@@ -15,10 +13,6 @@ pub(crate) type Slots = Vec<Option<Box<Entry>>>;
 #[derive(Default)]
 pub(crate) struct TaskIndex {
     table: HashTable<u32>,
-}
-
-fn hash(id: &str) -> u64 {
-    BuildHasherDefault::<Fnv>::default().hash_one(id)
 }
 
 fn id_of(slots: &Slots, slot: u32) -> &str {

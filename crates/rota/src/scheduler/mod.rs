@@ -309,7 +309,7 @@ struct State {
     status: Status,
     started_at: Option<Timestamp>,
     // Boxed: a slot costs a pointer, so the vector's growth slack stays small.
-    slots: Vec<Option<Box<Entry>>>,
+    slots: index::Slots,
     free: Vec<u32>,
     index: index::TaskIndex,
     heap: BinaryHeap<Reverse<HeapItem>>,
