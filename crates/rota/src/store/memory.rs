@@ -54,10 +54,18 @@ struct Packed {
 impl Tasks {
     /// Saves `t` (without its handler), replacing a task of the same ID.
     fn put(&mut self, t: &DefaultTask) {
+        let shape = Shape::of(t);
+        // A task saved again with its shape unchanged (run state written
+        // behind the runs) keeps its shape without hashing it: the compare
+        // is by pointer when the strings are the shared ones.
+        let shape = match self.map.get(&*t.id) {
+            Some(old) if *old.shape == shape => old.shape.clone(),
+            _ => self.shapes.intern(shape),
+        };
         let packed = Packed {
             name: t.name.clone(),
             handler_name: t.handler_name.clone(),
-            shape: self.shapes.intern(Shape::of(t)),
+            shape,
             last_error: t.last_error.clone(),
             created_at: Ts::new(t.created_at),
             updated_at: Ts::new(t.updated_at),
