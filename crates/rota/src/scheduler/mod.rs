@@ -346,9 +346,18 @@ impl State {
         self.find(id).and_then(|s| self.slots[s as usize].as_deref())
     }
 
-    /// Takes task `id` out of the index (its slot still holds it).
-    fn unindex(&mut self, id: &str) -> Option<u32> {
-        self.index.remove(&self.slots, id)
+    /// Removes task `id`: out of the index, its slot freed, its definition
+    /// released. False if there is no such task.
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(slot) = self.index.remove(&self.slots, id) else {
+            return false;
+        };
+        if let Some(e) = self.slots[slot as usize].take() {
+            self.defs.release(&e.def);
+            self.enabled -= i64::from(e.enabled);
+        }
+        self.free.push(slot);
+        true
     }
 
     /// Gives the task in `slot` a new definition (its generation moves on).
@@ -908,13 +917,10 @@ impl Scheduler for DefaultScheduler {
     async fn remove(&self, id: &str) -> Result<()> {
         {
             let mut st = self.inner.state.lock().unwrap();
-            let slot = st.unindex(id).ok_or_else(|| Error::TaskNotFound { id: id.into() })?;
-            self.inner.changed();
-            if let Some(e) = st.slots[slot as usize].take() {
-                st.defs.release(&e.def);
-                st.enabled -= i64::from(e.enabled);
+            if !st.remove(id) {
+                return Err(Error::TaskNotFound { id: id.into() });
             }
-            st.free.push(slot);
+            self.inner.changed();
         }
         self.inner.s.monitor.record_task_removed(id);
         self.update_counts();
@@ -1317,12 +1323,7 @@ impl DefaultScheduler {
                 .map(|e| e.id.clone())
                 .collect();
             for id in gone {
-                let slot = st.unindex(&id).expect("listed");
-                if let Some(e) = st.slots[slot as usize].take() {
-                    st.defs.release(&e.def);
-                    st.enabled -= i64::from(e.enabled);
-                }
-                st.free.push(slot);
+                st.remove(&id);
                 removed.push(id);
             }
             if changed || !removed.is_empty() {
