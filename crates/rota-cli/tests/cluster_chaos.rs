@@ -301,7 +301,13 @@ async fn chaos(backend_name: &str) {
             (18, Act::KillLeader),
         ]
     };
-    let total = Duration::from_secs(if full { 60 } else { 24 });
+    // Long enough that the last fault's failover (allowed up to
+    // `ELECTION_TIMEOUT + 2 s`) is over before the last seconds, which must
+    // all be complete: the last checked second is 2 s before the end, and
+    // the check covers 3 seconds.
+    let last_fault = plan.last().map_or(0, |(at, _)| *at);
+    let settled = last_fault + ELECTION_TIMEOUT.as_secs() + 2 + 5;
+    let total = Duration::from_secs(if full { 60 } else { 24 }.max(settled));
     let mut faults = Vec::new();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
     let mut next_random = |n: usize| {
